@@ -1,0 +1,21 @@
+"""Benchmarks (config group ``benchmark``): embedded generated tasks and the real datasets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .record import Example, Splits  # noqa: F401
+
+if TYPE_CHECKING:
+    from ..config import BenchmarkConfig
+
+
+def load_benchmark(cfg: "BenchmarkConfig", data_dir: str | None = None) -> Splits:
+    """Load train/val/test for a benchmark config (nothing is written anywhere)."""
+    if cfg.source == "embedded":
+        from .embedded import load_embedded
+
+        return load_embedded(cfg)
+    from .loaders import load_real
+
+    return load_real(cfg, data_dir)

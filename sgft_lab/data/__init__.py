@@ -1,0 +1,1 @@
+"""Student sample formats and LightningDataModules (CoT, SG, FDD)."""

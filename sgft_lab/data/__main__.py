@@ -1,0 +1,108 @@
+"""Inspect a real benchmark without training anything (no torch import).
+
+    python -m sgft_lab.data describe --benchmark KEY [--data-dir DIR] [--split NAME] [--n-shot N]
+
+Prints the split sizes (the split's own train count, then train/val after carving validation), one rendered
+example, and as its last line a JSON object {"benchmark", "split", "train", "val", "test"} with the carved
+counts. The config is conf/benchmark/KEY.yaml (or the same defaults when conf/ is not beside the package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "benchmark"
+
+
+def benchmark_config(key: str):
+    """conf/benchmark/<key>.yaml as a BenchmarkConfig; unknown keys fail listing the known ones."""
+    from ..benchmarks.loaders import default_config, get_spec
+    from ..config import BenchmarkConfig
+
+    get_spec(key)  # unknown -> ValueError listing the known benchmarks
+    path = CONF_DIR / f"{key}.yaml"
+    if not path.is_file():
+        return default_config(key)
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    try:
+        return BenchmarkConfig(**data)
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _indent(text: str, limit: int) -> str:
+    text = text if len(text) <= limit else text[:limit] + " [...]"
+    return textwrap.indent(text, "    ").lstrip()
+
+
+def describe(args: argparse.Namespace) -> int:
+    from ..benchmarks.loaders import carve, load_pools
+
+    cfg = benchmark_config(args.benchmark)
+    if args.split:
+        cfg.split = args.split
+    if args.n_shot is not None:
+        cfg.n_shot = args.n_shot
+    pools = load_pools(cfg, args.data_dir, require_train=False)
+    splits = carve(pools, cfg)
+    counts = splits.counts()
+
+    print(f"benchmark {args.benchmark} (task {splits.task}, source {cfg.source}, split {cfg.split})")
+    which = "official train" if cfg.split.startswith("fine_tune_cot") else "random-split train"
+    if pools.missing_train:
+        print(f"{which}: {pools.n_split_train} (not loadable: {pools.missing_train})")
+        print("train: 0, val: 0 (methods that train on this benchmark fail until the file is supplied)")
+    else:
+        carved = pools.n_split_train - counts["val"]
+        print(
+            f"{which}: {pools.n_split_train} -> train {carved} + val {counts['val']} "
+            f"(val_fraction {cfg.val_fraction}, data_seed {cfg.data_seed})"
+        )
+        if cfg.n_shot is not None:
+            print(f"n_shot {cfg.n_shot}: train {carved} -> {counts['train']} (seeded subsample)")
+    print(f"test: {counts['test']}")
+    for note in pools.notes:
+        print(f"note: {note}")
+    part = "train" if splits.train else "test"
+    ex = (splits.train or splits.test or [None])[0]
+    if ex is not None:
+        print(f"example {ex.id} ({part}, {ex.answer_type}):")
+        print(f"  question: {_indent(ex.question, 800)}")
+        print(f"  answer: {ex.answer}")
+        if ex.rationale:
+            print(f"  rationale: {_indent(ex.rationale, 240)}")
+    print(json.dumps({"benchmark": args.benchmark, "split": cfg.split, **counts}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..benchmarks.loaders import KNOWN, SPLITS
+
+    parser = argparse.ArgumentParser(prog="python -m sgft_lab.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("describe", help="split sizes and one rendered example of a real benchmark")
+    d.add_argument("--benchmark", required=True, metavar="KEY", help=f"one of: {', '.join(KNOWN)}")
+    d.add_argument(
+        "--data-dir",
+        default=None,
+        help="benchmark files in the layout of ../shared/data (default: $SGFT_LAB_DATA_DIR)",
+    )
+    d.add_argument("--split", choices=SPLITS, default=None, help="default: the benchmark config's split")
+    d.add_argument("--n-shot", type=int, default=None, help="subsample this many training questions")
+    args = parser.parse_args(argv)
+    try:
+        return describe(args)
+    except (ValueError, FileNotFoundError) as e:  # bad key / data: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

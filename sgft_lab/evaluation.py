@@ -1,0 +1,117 @@
+"""Generation-based evaluation: greedy completions, Fine-tune-CoT scoring, saved predictions.
+
+Every evaluation writes predictions/epoch_NNN.jsonl (one row per question, with its split), so the
+summary metrics are always recomputed from files on disk: a resumed run keeps its earlier epochs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .answers import score
+from .benchmarks.record import Example
+from .data.formats import student_input
+from .io import read_jsonl, write_jsonl
+from .paths import RunPaths
+
+
+@dataclass
+class EvalSpec:
+    """How a student is asked and scored on a benchmark."""
+
+    task: str  # scoring key
+    template: str  # ft_cot_token, ft_token, zs, ...
+    max_new_tokens: int
+    batch_size: int
+    prefix: str | None = None  # overrides the template's answer prefix (e.g. SGFT's 'The answer is')
+
+
+def predict(student, examples: Sequence[Example], spec: EvalSpec, *, prompts: Sequence[str] | None = None,
+            split: str = "test", progress: bool = True) -> list[dict]:
+    """Greedy completions for ``examples``, scored; one prediction row per example."""
+    from .students.generation import generate
+
+    if prompts is None:
+        prompts = [student_input(spec.template, ex.question, student.family) for ex in examples]
+    completions = generate(student.model, student.tokenizer, student.family, list(prompts),
+                           max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, progress=progress)
+    return score_rows(examples, completions, spec, split)
+
+
+def score_rows(examples: Sequence[Example], completions: Sequence[str], spec: EvalSpec, split: str) -> list[dict]:
+    rows = []
+    for ex, c in zip(examples, completions):
+        kw = {} if spec.prefix is None else {"prefix": spec.prefix}
+        s = score(spec.task, spec.template, c, ex.answer, **kw)
+        rows.append({"id": ex.id, "split": split, "question": ex.question, "completion": c,
+                     "extracted": s.extracted, "answer": ex.answer, "correct": s.correct,
+                     "contains_answer": s.contains_answer, "correct_format": s.correct_format})
+    return rows
+
+
+def accuracy(rows: Sequence[dict]) -> float:
+    return sum(bool(r["correct"]) for r in rows) / len(rows) if rows else 0.0
+
+
+def epoch_history(paths: RunPaths) -> list[dict]:
+    """[{epoch, val_accuracy, test_accuracy}] from the saved prediction files, in epoch order."""
+    hist = []
+    for f in sorted(paths.predictions_dir.glob("epoch_*.jsonl")):
+        rows = read_jsonl(f)
+        entry = {"epoch": int(f.stem.split("_")[1])}
+        for split in ("val", "test"):
+            sub = [r for r in rows if r["split"] == split]
+            if sub:
+                entry[f"{split}_accuracy"] = accuracy(sub)
+                entry[f"n_{split}"] = len(sub)
+        hist.append(entry)
+    return hist
+
+
+def summarize(history: list[dict]) -> dict:
+    """The three reporting protocols of methods.md 1.4, never mixed in one field.
+
+    accuracy / last_epoch: test accuracy at the final epoch.
+    dev_selected: test accuracy at the epoch with the best validation accuracy (first such epoch).
+    best_test_epoch: the maximum test accuracy over epochs -- Fine-tune-CoT's protocol for its open
+      students (selects on test, so optimistic; labelled paper-compatible).
+    """
+    with_test = [h for h in history if "test_accuracy" in h]
+    if not with_test:
+        return {}
+    last = with_test[-1]
+    out = {"accuracy": last["test_accuracy"], "last_epoch": {"epoch": last["epoch"], "accuracy": last["test_accuracy"]}}
+    with_val = [h for h in with_test if "val_accuracy" in h]
+    if with_val:
+        best_val = max(with_val, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+        out["dev_selected"] = {"epoch": best_val["epoch"], "val_accuracy": best_val["val_accuracy"],
+                               "accuracy": best_val["test_accuracy"]}
+    best_test = max(with_test, key=lambda h: (h["test_accuracy"], -h["epoch"]))
+    out["best_test_epoch"] = {"epoch": best_test["epoch"], "accuracy": best_test["test_accuracy"],
+                              "protocol": "paper-compatible (Fine-tune-CoT selects the best test epoch)"}
+    return out
+
+
+def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths: RunPaths, every_n_epochs: int = 1,
+                  progress: bool = True):
+    """A Lightning callback that evaluates after every n-th epoch (and the last) and saves predictions."""
+    import lightning.pytorch as pl
+
+    class GenerationEvaluator(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch = trainer.current_epoch
+            last = epoch + 1 >= trainer.max_epochs
+            if not last and (epoch + 1) % every_n_epochs:
+                return
+            if trainer.global_rank != 0:
+                return
+            rows = []
+            for split, examples in eval_sets.items():
+                split_rows = predict(pl_module.student, examples, spec, split=split, progress=progress)
+                rows += split_rows
+                pl_module.log(f"{split}_accuracy", accuracy(split_rows), on_epoch=True, rank_zero_only=True)
+            write_jsonl(paths.predictions(epoch), rows)
+            pl_module.student.model.train()
+
+    return GenerationEvaluator()

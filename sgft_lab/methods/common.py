@@ -1,0 +1,111 @@
+"""Pieces every method's run() shares: run setup, the student build, results writing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, redact
+from ..io import atomic_write_text, write_json
+from ..paths import RunPaths, run_paths, teacher_cache_path
+
+
+class RunContext:
+    """Paths, clock and the saved config of one run."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path):
+        self.cfg = cfg
+        self.paths: RunPaths = run_paths(run_dir)
+        self.t0 = time.time()
+
+    def save_config(self) -> None:
+        """Resolved config, secrets redacted. Called after the data has loaded (nothing written before).
+
+        The run dir is the run's identity; if it already holds a run of a *different* config (e.g. a
+        preset file was edited), stop rather than resume someone else's checkpoint.
+        """
+        from omegaconf import OmegaConf
+
+        text = OmegaConf.to_yaml(OmegaConf.create(redact(asdict(self.cfg))))
+        if self.paths.config.exists():
+            old = OmegaConf.to_container(OmegaConf.load(self.paths.config))
+            new = OmegaConf.to_container(OmegaConf.create(text))
+            if _identity(old) != _identity(new):
+                raise RuntimeError(
+                    f"{self.paths.run_dir} holds a run with a different config (compare {self.paths.config}); "
+                    "delete that folder or set paths.output_dir to start afresh.")
+        atomic_write_text(self.paths.config, text)
+        atomic_write_text(self.paths.run_dir / "overrides.txt", "\n".join(_hydra_overrides()) + "\n")
+
+    def teacher_cache(self):
+        from ..teachers.cache import TeacherCache
+
+        return TeacherCache(teacher_cache_path(self.cfg.paths.cache_dir))
+
+    def write_results(self, **fields: Any) -> dict:
+        cfg = self.cfg
+        results = {
+            "method": cfg.method.name, "benchmark": cfg.benchmark.name, "task": cfg.benchmark.task,
+            "student": cfg.student.name, "student_model": cfg.student.name_or_path or cfg.student.name,
+            "adapter": cfg.student.adapter, "teacher": cfg.teacher.name if cfg.method.use_teacher else None,
+            "seed": cfg.seed, "experiment": cfg.experiment, **fields,
+            "wall_time_s": round(time.time() - self.t0, 2), "run_dir": str(self.paths.run_dir),
+        }
+        write_json(self.paths.results, redact(results))
+        return results
+
+
+def _hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # not under Hydra (e.g. called from a notebook)
+        return []
+
+
+def _identity(cfg: dict) -> dict:
+    """The config fields that define a run (not where it writes or how it displays progress)."""
+    c = {k: v for k, v in cfg.items() if k not in ("paths", "logger", "print_table")}
+    c["trainer"] = {k: v for k, v in c.get("trainer", {}).items()
+                    if k not in ("enable_progress_bar", "eval_batch_size", "num_workers", "threads")}
+    return c
+
+
+def seed_everything(seed: int) -> None:
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def print_results_table(results: dict) -> None:
+    """A short human-readable table at the end of a run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    m = results.get("metrics", {})
+    t = Table(title=f"{results['method']} on {results['benchmark']} (student {results['student']}, seed {results['seed']})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+
+    def pct(x):
+        return f"{100 * x:.2f}%"
+
+    if "accuracy" in m:
+        t.add_row("test accuracy (final epoch)", pct(m["accuracy"]))
+    if "dev_selected" in m:
+        d = m["dev_selected"]
+        t.add_row(f"test accuracy (best val epoch {d['epoch']})", pct(d["accuracy"]))
+    if "best_test_epoch" in m:
+        b = m["best_test_epoch"]
+        t.add_row(f"best test epoch {b['epoch']} (paper protocol)", pct(b["accuracy"]))
+    for k in ("n_train_questions", "n_train_samples", "teacher_calls", "cache_hits"):
+        if k in results:
+            t.add_row(k, str(results[k]))
+    if "filter" in results:
+        f = results["filter"]
+        t.add_row("teacher samples kept by the filter", f"{f['kept']}/{f['total']}")
+    t.add_row("wall time", f"{results['wall_time_s']:.1f} s")
+    Console().print(t)

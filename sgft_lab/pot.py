@@ -1,0 +1,329 @@
+"""Program-of-thought execution in a sandbox (FDD, methods.md section 4.2 "Execution" and "PoT format").
+
+A PoT rationale is a Python program that leaves its answer in the variable ``ans``. ``run_program``
+runs one in a fresh child process (``sys.executable -I -S sgft_lab/pot_runner.py``, cwd = a fresh
+temporary directory) and returns a ``PotResult``; every failure of the program (error, timeout,
+memory, refused action, crash of the child) is a result with a short reason, never an exception.
+
+Layers, outermost first (the child reports which ones the machine allowed; see ``sandbox_layers``):
+
+- Parent: a wall-clock deadline of ``timeout_s`` + ``STARTUP_GRACE_S`` after which the child's whole
+  process group is SIGKILLed; stdout read through a cap (a flood is killed, 'output limit'); the
+  temporary directory is removed afterwards.
+- rlimits: CPU seconds (SIGXCPU, then SIGKILL), address space (``memory_mb``), file size
+  (``FSIZE_MB``), 64 open files, no core dumps, NPROC=0 (no fork, no threads).
+- As root: a fresh network namespace, then uid/gid 65534 (nobody), so NPROC applies, the limits
+  cannot be raised, and other users' files and processes are out of reach.
+- SIGKILL when the caller dies (PR_SET_PDEATHSIG).
+- Landlock (Linux >= 5.13): reads only in the work dir and the stdlib dir, writes only in the work
+  dir, no TCP bind/connect (ABI >= 4), no signals to processes outside the sandbox (ABI >= 6).
+- seccomp (x86_64, aarch64): fork/clone/exec, socket, ptrace, kill, rlimit changes, namespaces,
+  mounts, bpf, io_uring and similar syscalls fail with EPERM.
+- Python guards: the source is refused before it runs if it names a dunder attribute (except
+  ``__init__``, ``__name__``, ``__doc__``), a frame/code attribute (``gi_frame``, ``f_globals``, ...)
+  or a dunder name (``__builtins__``, ``__import__``); ``import`` only accepts ``ALLOWED_MODULES``
+  (others: 'forbidden import: NAME') and hands out proxies holding their public, non-module names;
+  no eval/exec/compile/globals/vars/input; getattr & co. refuse names starting with '_'; open()
+  only inside the work dir; print output is captured (first ``OUTPUT_CHARS`` characters);
+  recursion limit ``RECURSION_LIMIT``; a SIGALRM timer of ``timeout_s``.
+
+What it guarantees: on Linux, a model-written program cannot run longer than about the timeout,
+use more than ``memory_mb`` of address space, start processes or threads, open network
+connections, or write files outside its temporary directory, even after escaping the Python guards
+(those are bypassable on their own), as long as rlimits plus either seccomp or the privilege drop
+are in force, and Landlock or the Python guards for file writes. The caller never crashes.
+
+What it does not guarantee: it is defence in depth for model-written code, not a security boundary
+against a determined attacker (kernel exploits, side channels, CPU/memory pressure on the host within
+the limits). A program that escapes the Python guards can forge its own JSON result. Without
+seccomp, Landlock and root (another OS, an old kernel) only the rlimits, the process-group kill and
+the Python guards remain. The program's answer is the only thing trusted to come back.
+
+Answer normalisation (our choice): ``int`` stays ``int``, ``float`` stays ``float``, ``Fraction`` ->
+``int`` when whole else ``float``, ``Decimal`` -> ``float``. ``bool`` is NOT numeric (``ans = True``
+is not a number answer), nor are strings like ``"42"``, complex numbers or subclasses: ok False,
+'non-numeric ans', with the repr in ``answer`` for debugging. NaN/inf -> 'non-finite ans'.
+methods.md: a non-numeric ``ans`` or any error counts as wrong.
+
+CLI: ``python -m sgft_lab.pot FILE.py [--timeout S] [--memory-mb M] [--answer-var ans] [--extract]``
+prints the program's captured output, then as its last line {"ok": ..., "answer": ..., "error": ...}.
+Exit code 0 whenever the program ran (even if it failed), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from sgft_lab.pot_runner import ALLOWED_MODULES  # noqa: F401 - re-exported; the child's list
+
+RUNNER = Path(__file__).with_name("pot_runner.py")
+STARTUP_GRACE_S = 1.0  # interpreter start-up + pre-imports, before the program's own timer starts
+STDOUT_CAP = 1 << 20  # bytes read from the child's stdout (normally one JSON line)
+STDERR_CAP = 1 << 16
+OUTPUT_CHARS = 4000  # program print output kept for debugging
+FSIZE_MB = 16
+RECURSION_LIMIT = 1000
+
+
+@dataclass
+class PotResult:
+    """Outcome of one program: ``ok`` means a finite numeric ``answer``; otherwise ``error`` says why."""
+
+    ok: bool
+    answer: float | int | str | None
+    error: str | None
+    output: str = ""  # the program's printed output (capped), for debugging
+
+
+def run_program(
+    code: str,
+    timeout_s: float = 5.0,
+    memory_mb: int = 512,
+    answer_var: str = "ans",
+    *,
+    python_guards: bool = True,
+) -> PotResult:
+    """Run one PoT program in the sandbox and read ``answer_var``.
+
+    ``python_guards=False`` drops only the Python-level layer (real builtins and imports) and exists
+    to test that the OS layers alone contain an escaped program; never use it for model output.
+    """
+    if not isinstance(code, str):
+        raise TypeError(f"code must be str, got {type(code).__name__}")
+    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+    if not (isinstance(memory_mb, int) and memory_mb >= 64):
+        raise ValueError(f"memory_mb must be an int >= 64, got {memory_mb!r}")
+    if not answer_var.isidentifier():
+        raise ValueError(f"answer_var must be an identifier, got {answer_var!r}")
+    try:
+        return _execute(code, float(timeout_s), memory_mb, answer_var, python_guards)[0]
+    except Exception as e:  # noqa: BLE001 - the caller must never crash because of a program
+        return PotResult(False, None, f"sandbox failure: {type(e).__name__}: {e}")
+
+
+def run_many(
+    codes: Iterable[str],
+    timeout_s: float = 5.0,
+    memory_mb: int = 512,
+    answer_var: str = "ans",
+    max_workers: int = 2,
+) -> list[PotResult]:
+    """``run_program`` over many programs, at most ``max_workers`` children at a time, in input order."""
+    if max_workers < 1:
+        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+    codes = list(codes)
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        return list(pool.map(lambda c: run_program(c, timeout_s, memory_mb, answer_var), codes))
+
+
+@lru_cache(maxsize=1)
+def sandbox_layers() -> tuple[str, ...]:
+    """The layers the child could install on this machine (e.g. 'seccomp', 'landlock', 'drop_privs')."""
+    return tuple(_execute("ans = 1", 5.0, 512, "ans", True)[1])
+
+
+# ---------------------------------------------------------------- extraction
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_CODE_LANGS = {"", "python", "py", "python3"}
+
+
+def extract_program(completion: str, answer_var: str = "ans") -> str:
+    """Pull the Python program out of a teacher/student completion.
+
+    Fenced blocks (```python, ```py or untagged; an unclosed fence runs to the end, as in a truncated
+    generation): the LAST block that assigns ``answer_var`` at the start of a line, else the first
+    block. No fence: the whole completion is the program. Our choice: a PAL-style program that
+    defines ``solution()`` without assigning ``answer_var`` at top level gets
+    ``ans = solution()`` appended.
+    """
+    blocks = [body for lang, body in _FENCE.findall(completion) if lang.lower() in _CODE_LANGS]
+    if blocks:
+        assigns = re.compile(rf"^[ \t]*{re.escape(answer_var)}[ \t]*=(?!=)", re.M)
+        assigning = [b for b in blocks if assigns.search(b)]
+        code = assigning[-1] if assigning else blocks[0]
+    else:
+        code = completion
+    code = textwrap.dedent(code).strip("\n")
+    return _call_solution(code, answer_var) + "\n"
+
+
+def _call_solution(code: str, answer_var: str) -> str:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code
+    top_names = set()
+    solution_ok = False
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        top_names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        if isinstance(node, ast.FunctionDef) and node.name == "solution":
+            a = node.args
+            solution_ok = not a.posonlyargs and len(a.args) == len(a.defaults) and all(
+                d is not None for d in a.kw_defaults)
+    if answer_var not in top_names and solution_ok:
+        return f"{code}\n{answer_var} = solution()"
+    return code
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def _execute(code: str, timeout_s: float, memory_mb: int, answer_var: str,
+             python_guards: bool) -> tuple[PotResult, list[str]]:
+    cpu_s = math.ceil(timeout_s + STARTUP_GRACE_S)
+    cfg = {
+        "timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb, "fsize_mb": FSIZE_MB,
+        "answer_var": answer_var, "python_guards": python_guards, "output_chars": OUTPUT_CHARS,
+        "recursion_limit": RECURSION_LIMIT,
+    }
+    with tempfile.TemporaryDirectory(prefix="sgft_pot_", ignore_cleanup_errors=True) as workdir:
+        Path(workdir, "prog.py").write_bytes(code.encode("utf-8", "replace"))
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(RUNNER), json.dumps(cfg)],
+            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"}, start_new_session=True, close_fds=True,
+        )
+        try:
+            out, err, why = _collect(proc, time.monotonic() + timeout_s + STARTUP_GRACE_S)
+        finally:
+            for f in (proc.stdout, proc.stderr):
+                f.close()
+            # The child leads its own process group and is not reaped yet, so its pgid cannot
+            # have been reused: killing the group here is safe and ends any straggler.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+    return _interpret(out, err, why, proc.returncode, usage.ru_utime + usage.ru_stime, cpu_s)
+
+
+def _collect(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes, str | None]:
+    """Read stdout/stderr until both close; stop at the deadline or when stdout passes its cap."""
+    bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    caps = {proc.stdout.fileno(): STDOUT_CAP, proc.stderr.fileno(): STDERR_CAP}
+    why = None
+    with selectors.DefaultSelector() as sel:
+        for fd in bufs:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and why is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = "timeout"
+                break
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                buf = bufs[key.fd]
+                if len(buf) + len(chunk) > caps[key.fd] and key.fd == proc.stdout.fileno():
+                    why = "output limit"
+                    break
+                buf += chunk[: max(0, caps[key.fd] - len(buf))]
+    return bytes(bufs[proc.stdout.fileno()]), bytes(bufs[proc.stderr.fileno()]), why
+
+
+def _interpret(out: bytes, err: bytes, why: str | None, returncode: int, cpu_used: float,
+               cpu_limit: int) -> tuple[PotResult, list[str]]:
+    if why is not None:  # the parent killed the child: its stdout is not trusted
+        return PotResult(False, None, why), []
+    parsed = _parse_result(out)
+    if parsed is not None:
+        return parsed
+    if returncode < 0:
+        sig = -returncode
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_used >= cpu_limit - 0.05):
+            return PotResult(False, None, "timeout"), []
+        if sig == signal.SIGXFSZ:
+            return PotResult(False, None, "file size limit"), []
+        return PotResult(False, None, f"crashed: signal {sig}"), []
+    tail = err.decode("utf-8", "replace").strip().splitlines()
+    detail = f" ({tail[-1][:200]})" if tail else ""
+    return PotResult(False, None, f"crashed: exit code {returncode}{detail}"), []
+
+
+def _parse_result(out: bytes) -> tuple[PotResult, list[str]] | None:
+    """The child's last stdout line as a validated result, or None if it is not one."""
+    lines = out.decode("utf-8", "replace").strip().splitlines()
+    if not lines:
+        return None
+    try:
+        d = json.loads(lines[-1])
+    except ValueError:
+        return None
+    if not isinstance(d, dict):
+        return None
+    ok, answer, error = d.get("ok"), d.get("answer"), d.get("error")
+    output, layers = d.get("output", ""), d.get("layers", [])
+    numeric = isinstance(answer, (int, float)) and not isinstance(answer, bool)
+    if not (isinstance(ok, bool) and (answer is None or numeric or isinstance(answer, str))
+            and (error is None or isinstance(error, str)) and isinstance(output, str)
+            and isinstance(layers, list) and (not ok or (numeric and error is None))):
+        return None
+    if ok and not math.isfinite(answer):
+        return None
+    if isinstance(answer, str):
+        answer = answer[:200]
+    return PotResult(ok, answer, error[:300] if error else error, output[: 2 * OUTPUT_CHARS]), [
+        str(x) for x in layers]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sgft_lab.pot",
+        description="Run one program-of-thought program in the sandbox; the last line printed is "
+        'the JSON {"ok", "answer", "error"}.')
+    parser.add_argument("file", help="the Python program (or a completion, with --extract)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument("--memory-mb", type=int, default=512, help="address-space limit (default 512)")
+    parser.add_argument("--answer-var", default="ans", help="variable holding the answer (default ans)")
+    parser.add_argument("--extract", action="store_true",
+                        help="first pull the program out of a completion (fenced code blocks)")
+    args = parser.parse_args(argv)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"--timeout must be a positive number, got {args.timeout}")
+    if args.memory_mb < 64:
+        parser.error(f"--memory-mb must be >= 64, got {args.memory_mb}")
+    if not args.answer_var.isidentifier():
+        parser.error(f"--answer-var must be an identifier, got {args.answer_var!r}")
+    try:
+        code = Path(args.file).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        parser.error(f"cannot read {args.file}: {e.strerror or e}")
+    if args.extract:
+        code = extract_program(code, args.answer_var)
+    res = run_program(code, args.timeout, args.memory_mb, args.answer_var)
+    if res.output:
+        sys.stdout.write(res.output if res.output.endswith("\n") else res.output + "\n")
+    print(json.dumps({"ok": res.ok, "answer": res.answer, "error": res.error}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

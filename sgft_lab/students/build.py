@@ -1,0 +1,215 @@
+"""Build a student: the tiny Llama (random init, own tokenizer) or a Hugging Face checkpoint, with an adapter.
+
+Adapters: ``none`` (full fine-tuning), ``lora`` (peft) or ``qlora`` (4-bit nf4 base via bitsandbytes + LoRA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sgft_lab.config import StudentConfig
+
+TOKENIZER_DIR = "tokenizer"  # under work_dir: the tiny student's trained tokenizer
+INIT_DIR = "init_model"  # under work_dir: the tiny student's random-init weights
+
+
+@dataclass
+class Student:
+    model: Any  # a transformers PreTrainedModel, or a peft PeftModel around one
+    tokenizer: Any  # a transformers tokenizer with pad and eos set
+    family: str  # decoder | encoder_decoder
+    cfg: StudentConfig
+
+    def save(self, path: str | Path) -> Path:
+        """Save the tokenizer and the weights (for LoRA/QLoRA only the adapter, via peft) under ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return path
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts. A 4-bit weight counts as its packed storage, as peft counts it x2."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit values per stored uint8
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def disable_cpu_bf16_repack(model) -> int:
+    """Set ``support_avx512bf16_for_cpu = False`` on every ``bnb.nn.Linear4bit``; return how many were changed.
+
+    Why: on a CPU with AVX512-BF16, a Linear4bit that runs an eval-mode forward with no grad (Lightning's
+    sanity check, generation) repacks its weight into a CPU-only layout whose kernel has no autograd. From then on
+    the LoRA gradients through that layer are None and training silently stops (bitsandbytes 0.50 prints only a
+    UserWarning). Without the repack, the 4-bit forward/backward match fp32 LoRA (environment.md).
+    """
+    import bitsandbytes as bnb
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"student.dtype={name!r} is not a torch dtype (float32 | bfloat16 | float16)")
+    return dtype
+
+
+def _tiny_tokenizer(cfg: StudentConfig, corpus: list[str] | None, work_dir: Path | None):
+    from transformers import PreTrainedTokenizerFast
+
+    from sgft_lab.students.tokenizer import train_tokenizer
+
+    saved = work_dir / TOKENIZER_DIR if work_dir is not None else None
+    if corpus is not None:
+        if not corpus:
+            raise ValueError("build_student: the tiny student's tokenizer corpus is empty")
+        tok = train_tokenizer(corpus, cfg.vocab_size)
+        if saved is not None:
+            tok.save_pretrained(saved)
+    elif saved is not None and (saved / "tokenizer.json").is_file():
+        tok = PreTrainedTokenizerFast.from_pretrained(saved)
+    else:
+        raise ValueError("build_student: the tiny student (student.name_or_path=null) needs `corpus` to train its "
+                         f"tokenizer, or a work_dir holding one ({TOKENIZER_DIR}/tokenizer.json)")
+    tok.padding_side = cfg.padding_side
+    if len(tok) > cfg.vocab_size:
+        raise ValueError(f"tokenizer has {len(tok)} tokens > student.vocab_size={cfg.vocab_size}")
+    return tok
+
+
+def _tiny_model(cfg: StudentConfig, tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if cfg.hidden_size % cfg.num_heads:
+        raise ValueError(f"student.hidden_size={cfg.hidden_size} is not divisible by num_heads={cfg.num_heads}")
+    config = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return LlamaForCausalLM(config)  # random init: the caller seeds (lightning.seed_everything)
+
+
+def _bnb_config():
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+    )
+
+
+def _load_pretrained(path: str | Path, cfg: StudentConfig, quantize: bool):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    cls = AutoModelForCausalLM if cfg.family == "decoder" else AutoModelForSeq2SeqLM
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
+    if quantize:
+        kwargs["quantization_config"] = _bnb_config()
+        # A 4-bit model cannot be moved after loading: place it on the device it will train on.
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    return cls.from_pretrained(str(path), **kwargs)
+
+
+def _add_adapter(model, cfg: StudentConfig):
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.adapter == "qlora":
+        # peft's QLoRA recipe: fp32 norms/embeddings, input grads on, gradient checkpointing (non-reentrant: torch
+        # is deprecating the reentrant default).
+        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type=TaskType.CAUSAL_LM if cfg.family == "decoder" else TaskType.SEQ_2_SEQ_LM,
+    )
+    return get_peft_model(model, lora)
+
+
+def build_student(cfg: StudentConfig, corpus: list[str] | None = None, work_dir: Path | None = None) -> Student:
+    """Build the student ``cfg`` describes.
+
+    - ``cfg.name_or_path`` None: a tiny ``LlamaForCausalLM`` from the arch fields (random init; seed first) and a
+      BPE tokenizer trained on ``corpus`` (or reloaded from ``work_dir/tokenizer`` when ``corpus`` is None).
+      With ``work_dir`` both are saved there, and an init already saved there is loaded instead of drawing a new
+      one (so a run can be rebuilt). QLoRA needs ``work_dir``: a 4-bit model loads from a checkpoint, so the
+      random init is saved and loaded back quantised.
+    - otherwise: ``AutoTokenizer`` + ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` from ``name_or_path``
+      (weights in ``cfg.dtype``; pad token = eos when missing).
+    Then the adapter: none | lora | qlora. On CPU every 4-bit layer gets ``disable_cpu_bf16_repack``.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    if cfg.family not in ("decoder", "encoder_decoder"):
+        raise ValueError(f"student.family={cfg.family!r} is not one of ('decoder', 'encoder_decoder')")
+    if cfg.adapter not in ("none", "lora", "qlora"):
+        raise ValueError(f"student.adapter={cfg.adapter!r} is not one of ('none', 'lora', 'qlora')")
+    work_dir = Path(work_dir) if work_dir is not None else None
+    quantize = cfg.adapter == "qlora"
+
+    if cfg.name_or_path is None:
+        if cfg.family != "decoder":
+            raise ValueError("the tiny student (student.name_or_path=null) is a decoder: set student.family=decoder")
+        tok = _tiny_tokenizer(cfg, corpus, work_dir)
+        init = work_dir / INIT_DIR if work_dir is not None else None
+        if init is not None and (init / "config.json").is_file():
+            model = _load_pretrained(init, cfg, quantize=False)  # reloading a run: the same init as before
+        else:
+            model = _tiny_model(cfg, tok)
+            if init is not None:
+                model.save_pretrained(init)
+        if quantize:
+            if work_dir is None:
+                raise ValueError("build_student: a tiny student with adapter=qlora needs work_dir (the random init "
+                                 "is saved there and loaded back in 4 bits)")
+            model = _load_pretrained(init, cfg, quantize=True)
+        else:
+            model = model.to(_torch_dtype(cfg.dtype))
+    else:
+        tok = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
+        tok.padding_side = cfg.padding_side
+        if tok.pad_token is None:
+            if tok.eos_token is None:
+                raise ValueError(f"tokenizer of {cfg.name_or_path} has neither a pad nor an eos token")
+            tok.pad_token = tok.eos_token
+        model = _load_pretrained(cfg.name_or_path, cfg, quantize)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tok.pad_token_id
+
+    if cfg.adapter != "none":
+        model = _add_adapter(model, cfg)
+    if quantize and not torch.cuda.is_available():
+        disable_cpu_bf16_repack(model)
+    return Student(model=model, tokenizer=tok, family=cfg.family, cfg=cfg)

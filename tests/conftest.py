@@ -1,0 +1,59 @@
+"""Shared test helpers: offline switches, ../shared discovery, Hydra composition, CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CONF = REPO / "conf"
+
+for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_k, "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+requires_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} (../shared beside the repo) is absent")
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} (../shared beside the repo) is absent")
+    return SHARED
+
+
+def compose(overrides: list[str] | None = None, *, hydra_cfg: bool = False):
+    """Compose conf/config.yaml exactly as `python -m sgft_lab` does (including the +experiment rewrite)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    from sgft_lab.__main__ import normalize_overrides  # also registers the config schema
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return _compose("config", overrides=normalize_overrides(list(overrides or [])), return_hydra_config=hydra_cfg)
+
+
+def run_sgft(args: list[str], tmp_path: Path, *, module: str = "sgft_lab", timeout: int = 600,
+             check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m sgft_lab ARGS` with outputs under tmp_path; returns the completed process."""
+    env = dict(os.environ, SGFT_LAB_OUTPUT_DIR=str(tmp_path / "outputs"), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\nSTDOUT:\n{p.stdout[-4000:]}\nSTDERR:\n{p.stderr[-4000:]}")
+    return p
+
+
+# Settings that make an end-to-end run take seconds: tiny data, 2 epochs, small student.
+TINY = [
+    "benchmark.n_train=48", "benchmark.n_val=8", "benchmark.n_test=8", "trainer.max_epochs=2",
+    "trainer.batch_size=8", "trainer.enable_progress_bar=false", "student.hidden_size=32",
+    "student.num_layers=1", "student.num_heads=2", "student.intermediate_size=64", "student.vocab_size=300",
+    "student.max_new_tokens=48", "print_table=false",
+]

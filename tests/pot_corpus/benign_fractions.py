@@ -1,0 +1,4 @@
+# answer: 3
+from fractions import Fraction
+
+ans = Fraction(1, 3) + Fraction(2, 3) * 4

@@ -1,0 +1,3 @@
+# guarded: exit called
+# os-only: exit called
+raise SystemExit(0)

@@ -1,0 +1,3 @@
+# guarded: memory
+# os-only: memory
+ans = len(bytearray(10 ** 10))

@@ -1,0 +1,5 @@
+# guarded: timeout
+# os-only: timeout
+n = 0
+while True:
+    n += 1

@@ -1,0 +1,5 @@
+# guarded: memory
+# os-only: memory
+hoard = []
+while True:
+    hoard.append([0] * 10 ** 6)

@@ -1,0 +1,12 @@
+# guarded: forbidden import: sys
+# os-only: any
+import sys
+
+sys.setrecursionlimit(10 ** 8)
+
+
+def f(n):
+    return f(n + 1) + 1
+
+
+ans = f(0)

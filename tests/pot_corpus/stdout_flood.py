@@ -1,0 +1,4 @@
+# guarded: timeout
+# os-only: timeout
+while True:
+    print("x" * 100000)

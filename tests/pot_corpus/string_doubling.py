@@ -1,0 +1,5 @@
+# guarded: memory
+# os-only: memory
+s = "x"
+while True:
+    s += s

@@ -10,7 +10,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from omegaconf import MISSING
+
 SECRET_MARKERS = ("api_key", "token", "secret", "password")
+
+
+@dataclass
+class FddConfig:
+    """FDD's feedback loop (methods.md 4.2; sgft_lab/methods/fdd.py documents each choice)."""
+
+    rounds: int = 3  # feedback rounds after round 0 (round 0 = train on the teacher's initial set)
+    rationale: str = "cot"  # cot (Fine-tune-CoT stage-1 rationales) | pot (programs computing `ans`)
+    retrain: str = "base"  # base (each round from the base student) | continue (from the previous round)
+    epochs_per_round: Optional[int] = None  # None = trainer.max_epochs
+    easy_prompt: str = (
+        "Here is a math word problem that a student solved correctly:\n{question}\nWrite one new, "
+        "self-contained math word problem that is harder: it needs more reasoning steps or more involved "
+        "relations, and it has a single numerical answer. Output only the new problem.")
+    hard_prompt: str = (
+        "Here is a math word problem that a student could not solve:\n{question}\nWrite one new, "
+        "self-contained math word problem that tests the same skills at the same difficulty, with a different "
+        "context and different numbers, and a single numerical answer. Output only the new problem.")
+    variant_temperature: float = 0.7
+    variant_max_tokens: int = 256
+    max_new_per_round: Optional[int] = None  # problems sent for variants per round; None = |original train|
+    verify: str = "agreement"  # agreement (label_min_agree of label_samples) | reference (embedded solver)
+    label_samples: int = 3
+    label_temperature: float = 0.7
+    label_min_agree: int = 2
+    program_max_tokens: int = 256  # teacher PoT programs
+    dedupe_ngram: int = 8  # word n-grams shared with a test/val question ...
+    dedupe_threshold: float = 0.5  # ... in this fraction of the new question's n-grams -> dropped
+    pot_timeout_s: float = 5.0
+    pot_memory_mb: int = 512
+    pot_workers: int = 2
 
 
 @dataclass
@@ -25,13 +58,18 @@ class MethodConfig:
     only_correct: bool = True  # the correctness filter (methods.md 2.3)
     teacher_batch_size: int = 64
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific knobs of later methods
+    # SGFT: the response model, a second student (conf/method/sgft.yaml: `/student@response`); None elsewhere
+    response: Optional["StudentConfig"] = None
+    fdd: FddConfig = field(default_factory=FddConfig)  # method=fdd / fdd_pot only
 
 
 @dataclass
 class StudentConfig:
     name: str = "tiny"
     family: str = "decoder"  # decoder | encoder_decoder
-    name_or_path: Optional[str] = None  # HF hub name or local path; None = build from `arch` (tiny)
+    # HF hub name or local path; null = build the tiny Llama from the fields below. Required (MISSING): every
+    # student preset says which, so `student=hf` without a name fails at validation instead of going tiny.
+    name_or_path: Optional[str] = MISSING
     adapter: str = "none"  # none | lora | qlora
     lora_r: int = 16
     lora_alpha: int = 32
@@ -183,16 +221,18 @@ def validate(cfg: Any) -> Config:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    if not isinstance(cfg, dict):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
     schema = OmegaConf.structured(Config)
     try:
+        if not isinstance(cfg, dict):
+            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        cfg = {k: v for k, v in cfg.items() if k != "hydra"}
         merged = OmegaConf.merge(schema, cfg)
         obj: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         msg = str(e).splitlines()[0]
+        if "Missing mandatory value" in msg:
+            msg = "a value is required here (it is ??? in the preset); set it on the command line"
         raise ConfigError(f"invalid config at `{key}`: {msg}") from None
     _check_choices(obj)
     return obj

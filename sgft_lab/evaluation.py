@@ -25,6 +25,7 @@ class EvalSpec:
     max_new_tokens: int
     batch_size: int
     prefix: str | None = None  # overrides the template's answer prefix (e.g. SGFT's 'The answer is')
+    max_input_tokens: int | None = None  # prompts are cut exactly as in training
 
 
 def predict(student, examples: Sequence[Example], spec: EvalSpec, *, prompts: Sequence[str] | None = None,
@@ -35,7 +36,8 @@ def predict(student, examples: Sequence[Example], spec: EvalSpec, *, prompts: Se
     if prompts is None:
         prompts = [student_input(spec.template, ex.question, student.family) for ex in examples]
     completions = generate(student.model, student.tokenizer, student.family, list(prompts),
-                           max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, progress=progress)
+                           max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, progress=progress,
+                           max_input_tokens=spec.max_input_tokens)
     return score_rows(examples, completions, spec, split)
 
 

@@ -7,9 +7,10 @@ memory, refused action, crash of the child) is a result with a short reason, nev
 
 Layers, outermost first (the child reports which ones the machine allowed; see ``sandbox_layers``):
 
-- Parent: a wall-clock deadline of ``timeout_s`` + ``STARTUP_GRACE_S`` after which the child's whole
-  process group is SIGKILLed; stdout read through a cap (a flood is killed, 'output limit'); the
-  temporary directory is removed afterwards.
+- Parent: the child's whole process group is SIGKILLed ``timeout_s`` + ``KILL_SLACK_S`` after the
+  child reports that the program starts (its start-up, under ``STARTUP_LIMIT_S``, is not charged to
+  the program, so a loaded machine does not cause spurious timeouts); stdout is read through a cap
+  (a flood is killed: 'output limit'); the temporary directory is removed afterwards.
 - rlimits: CPU seconds (SIGXCPU, then SIGKILL), address space (``memory_mb``), file size
   (``FSIZE_MB``), 64 open files, no core dumps, NPROC=0 (no fork, no threads).
 - As root: a fresh network namespace, then uid/gid 65534 (nobody), so NPROC applies, the limits
@@ -27,17 +28,20 @@ Layers, outermost first (the child reports which ones the machine allowed; see `
   only inside the work dir; print output is captured (first ``OUTPUT_CHARS`` characters);
   recursion limit ``RECURSION_LIMIT``; a SIGALRM timer of ``timeout_s``.
 
-What it guarantees: on Linux, a model-written program cannot run longer than about the timeout,
-use more than ``memory_mb`` of address space, start processes or threads, open network
-connections, or write files outside its temporary directory, even after escaping the Python guards
-(those are bypassable on their own), as long as rlimits plus either seccomp or the privilege drop
-are in force, and Landlock or the Python guards for file writes. The caller never crashes.
+What it guarantees, on Linux, even after a program escapes the Python guards (which are bypassable
+on their own and are only the first layer): it cannot run longer than ``timeout_s`` +
+``KILL_SLACK_S`` (process-group SIGKILL, RLIMIT_CPU), use more than ``memory_mb`` of address
+space, write more than ``FSIZE_MB`` to one file, or outlive the caller. It cannot start processes
+or threads where seccomp or the privilege drop is in force (or the caller is not root: NPROC=0),
+open network connections where seccomp, the network namespace or Landlock ABI >= 4 is in force,
+or touch files outside its work dir where Landlock is in force. ``sandbox_layers()`` says which of
+these this machine has (the development machine: all of them). The caller never crashes.
 
 What it does not guarantee: it is defence in depth for model-written code, not a security boundary
-against a determined attacker (kernel exploits, side channels, CPU/memory pressure on the host within
-the limits). A program that escapes the Python guards can forge its own JSON result. Without
-seccomp, Landlock and root (another OS, an old kernel) only the rlimits, the process-group kill and
-the Python guards remain. The program's answer is the only thing trusted to come back.
+against a determined attacker (kernel exploits, side channels, CPU and memory pressure on the host
+within the limits). A program that escapes the Python guards can forge its own JSON result. Without
+seccomp, Landlock and root (another OS, an old kernel, a locked-down container) only the rlimits,
+the process-group kill and the Python guards remain.
 
 Answer normalisation (our choice): ``int`` stays ``int``, ``float`` stays ``float``, ``Fraction`` ->
 ``int`` when whole else ``float``, ``Decimal`` -> ``float``. ``bool`` is NOT numeric (``ans = True``
@@ -65,16 +69,17 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from sgft_lab.pot_runner import ALLOWED_MODULES  # noqa: F401 - re-exported; the child's list
 
 RUNNER = Path(__file__).with_name("pot_runner.py")
-STARTUP_GRACE_S = 1.0  # interpreter start-up + pre-imports, before the program's own timer starts
+STARTUP_LIMIT_S = 20.0  # interpreter start-up + pre-imports (~40 ms on an idle machine)
+KILL_SLACK_S = 0.5  # after timeout_s the program's own timer fires; after this much more, SIGKILL
 STDOUT_CAP = 1 << 20  # bytes read from the child's stdout (normally one JSON line)
 STDERR_CAP = 1 << 16
 OUTPUT_CHARS = 4000  # program print output kept for debugging
@@ -137,12 +142,15 @@ def run_many(
 @lru_cache(maxsize=1)
 def sandbox_layers() -> tuple[str, ...]:
     """The layers the child could install on this machine (e.g. 'seccomp', 'landlock', 'drop_privs')."""
-    return tuple(_execute("ans = 1", 5.0, 512, "ans", True)[1])
+    try:
+        return tuple(_execute("ans = 1", 5.0, 512, "ans", True)[1])
+    except Exception:  # noqa: BLE001 - a diagnostic: no layers known
+        return ()
 
 
 # ---------------------------------------------------------------- extraction
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CODE_LANGS = {"", "python", "py", "python3"}
 
 
@@ -157,7 +165,7 @@ def extract_program(completion: str, answer_var: str = "ans") -> str:
     """
     blocks = [body for lang, body in _FENCE.findall(completion) if lang.lower() in _CODE_LANGS]
     if blocks:
-        assigns = re.compile(rf"^[ \t]*{re.escape(answer_var)}[ \t]*=(?!=)", re.M)
+        assigns = re.compile(rf"^[ \t]*{re.escape(answer_var)}[ \t]*=(?!=)", re.MULTILINE)
         assigning = [b for b in blocks if assigns.search(b)]
         code = assigning[-1] if assigning else blocks[0]
     else:
@@ -191,11 +199,11 @@ def _call_solution(code: str, answer_var: str) -> str:
 
 def _execute(code: str, timeout_s: float, memory_mb: int, answer_var: str,
              python_guards: bool) -> tuple[PotResult, list[str]]:
-    cpu_s = math.ceil(timeout_s + STARTUP_GRACE_S)
+    cpu_s = math.ceil(timeout_s + 2 * KILL_SLACK_S)  # start-up CPU is small; wall kill usually first
     cfg = {
         "timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb, "fsize_mb": FSIZE_MB,
         "answer_var": answer_var, "python_guards": python_guards, "output_chars": OUTPUT_CHARS,
-        "recursion_limit": RECURSION_LIMIT,
+        "recursion_limit": RECURSION_LIMIT, "parent_pid": os.getpid(),
     }
     with tempfile.TemporaryDirectory(prefix="sgft_pot_", ignore_cleanup_errors=True) as workdir:
         Path(workdir, "prog.py").write_bytes(code.encode("utf-8", "replace"))
@@ -205,7 +213,7 @@ def _execute(code: str, timeout_s: float, memory_mb: int, answer_var: str,
             env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"}, start_new_session=True, close_fds=True,
         )
         try:
-            out, err, why = _collect(proc, time.monotonic() + timeout_s + STARTUP_GRACE_S)
+            out, err, why = _collect(proc, timeout_s)
         finally:
             for f in (proc.stdout, proc.stderr):
                 f.close()
@@ -220,10 +228,16 @@ def _execute(code: str, timeout_s: float, memory_mb: int, answer_var: str,
     return _interpret(out, err, why, proc.returncode, usage.ru_utime + usage.ru_stime, cpu_s)
 
 
-def _collect(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes, str | None]:
-    """Read stdout/stderr until both close; stop at the deadline or when stdout passes its cap."""
-    bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
-    caps = {proc.stdout.fileno(): STDOUT_CAP, proc.stderr.fileno(): STDERR_CAP}
+def _collect(proc: subprocess.Popen, timeout_s: float) -> tuple[bytes, bytes, str | None]:
+    """Read stdout/stderr until both close; stop at the deadline or when stdout passes its cap.
+
+    The child's first stdout line ("ready") marks the start of the program: the deadline is then
+    reset to ``timeout_s + KILL_SLACK_S`` from that moment.
+    """
+    out_fd = proc.stdout.fileno()
+    bufs = {out_fd: bytearray(), proc.stderr.fileno(): bytearray()}
+    caps = {out_fd: STDOUT_CAP, proc.stderr.fileno(): STDERR_CAP}
+    deadline, started = time.monotonic() + STARTUP_LIMIT_S, False
     why = None
     with selectors.DefaultSelector() as sel:
         for fd in bufs:
@@ -231,7 +245,7 @@ def _collect(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes, str
         while sel.get_map() and why is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                why = "timeout"
+                why = "timeout" if started else "startup timeout"
                 break
             for key, _ in sel.select(left):
                 chunk = os.read(key.fd, 65536)
@@ -239,11 +253,13 @@ def _collect(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes, str
                     sel.unregister(key.fd)
                     continue
                 buf = bufs[key.fd]
-                if len(buf) + len(chunk) > caps[key.fd] and key.fd == proc.stdout.fileno():
+                if len(buf) + len(chunk) > caps[key.fd] and key.fd == out_fd:
                     why = "output limit"
                     break
                 buf += chunk[: max(0, caps[key.fd] - len(buf))]
-    return bytes(bufs[proc.stdout.fileno()]), bytes(bufs[proc.stderr.fileno()]), why
+                if not started and key.fd == out_fd and b"\n" in buf:
+                    started, deadline = True, time.monotonic() + timeout_s + KILL_SLACK_S
+    return bytes(bufs[out_fd]), bytes(bufs[proc.stderr.fileno()]), why
 
 
 def _interpret(out: bytes, err: bytes, why: str | None, returncode: int, cpu_used: float,

@@ -20,7 +20,8 @@ kernel or the privileges do not allow it):
    import allow-list that hands out read-only proxies of pre-imported modules, restricted builtins
    (no eval/exec/compile/globals/vars, getattr refusing private names, open() only inside the work
    dir), captured and capped print output;
-8. run the program under a SIGALRM timer, normalise ``ans``, write ONE JSON line to fd 1, _exit.
+8. write "ready" to fd 1, run the program under a SIGALRM timer, normalise ``ans``, write ONE JSON
+   line to fd 1, _exit.
 """
 
 import ast
@@ -126,12 +127,15 @@ def set_rlimits(cfg):
     for name in ("RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE"):
         if hasattr(resource, name):
             limits.append((getattr(resource, name), (0, 0)))
-    for which, value in limits:
-        resource.setrlimit(which, value)
+    for which, (soft, hard) in limits:
+        cur_hard = resource.getrlimit(which)[1]
+        if cur_hard != resource.RLIM_INFINITY:  # never ask for more than the caller already has
+            hard = min(hard, cur_hard)
+        resource.setrlimit(which, (min(soft, hard), hard))
 
 
 def new_network_namespace():
-    ctypes, libc = _libc()
+    _, libc = _libc()
     return libc.unshare(0x40000000) == 0  # CLONE_NEWNET; needs CAP_SYS_ADMIN
 
 
@@ -147,19 +151,39 @@ def drop_privileges(workdir):
     return os.getuid() == NOBODY
 
 
-def set_parent_death_signal():
-    ctypes, libc = _libc()
+def set_parent_death_signal(parent_pid):
+    _, libc = _libc()
     ok = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the caller already died before prctl
+    if os.getppid() != parent_pid:  # the caller already died before prctl
         os._exit(1)
     return ok
 
 
-def landlock(workdir, read_dirs):
-    """Restrict file access to ``workdir`` (all) and ``read_dirs`` (read), no TCP, scoped signals.
+def open_paths(paths):
+    """O_PATH fds for Landlock rules, opened before the privilege drop (ancestors may close then)."""
+    fds = []
+    for path in paths:
+        try:
+            fds.append(os.open(path, os.O_PATH | os.O_CLOEXEC))
+        except OSError:
+            fds.append(None)
+    return fds
 
-    Returns the Landlock ABI version in force, 0 if none.
+
+def landlock(workdir_fd, read_fds):
+    """Restrict file access to the work dir (all) and ``read_fds`` dirs (read), no TCP, scoped signals.
+
+    Takes O_PATH fds and closes them. Returns the Landlock ABI version in force, 0 if none.
     """
+    try:
+        return _landlock(workdir_fd, read_fds)
+    finally:
+        for fd in [workdir_fd, *read_fds]:
+            if fd is not None:
+                os.close(fd)
+
+
+def _landlock(workdir_fd, read_fds):
     ctypes, libc = _libc()
     abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
     if abi < 1:
@@ -186,18 +210,13 @@ def landlock(workdir, read_dirs):
     if rfd < 0:
         return 0
     try:
-        rules = [(workdir, fs_all)] + [(d, read) for d in read_dirs]
-        for path, access in rules:
-            try:
-                pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                rule = PathBeneath(access, pfd)
-                if libc.syscall(445, rfd, 1, ctypes.byref(rule), 0) != 0:  # PATH_BENEATH
-                    return 0
-            finally:
-                os.close(pfd)
+        if workdir_fd is None:
+            return 0
+        rules = [(workdir_fd, fs_all)] + [(fd, read) for fd in read_fds if fd is not None]
+        for pfd, access in rules:
+            rule = PathBeneath(access, pfd)
+            if libc.syscall(445, rfd, 1, ctypes.byref(rule), 0) != 0:  # PATH_BENEATH
+                return 0
         if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
             return 0
         return abi if libc.syscall(446, rfd, 0) == 0 else 0  # landlock_restrict_self
@@ -245,17 +264,20 @@ def _refused_attr(name):
 
 
 def check_ast(tree):
-    """Return the first forbidden construct as a reason string, or None."""
+    """Return the first forbidden construct in source order (innermost first) as a reason, or None."""
+    found = []
     for node in ast.walk(tree):
+        reason = None
         if isinstance(node, ast.Attribute) and _refused_attr(node.attr):
-            return f"forbidden attribute: {node.attr}"
-        if isinstance(node, ast.MatchClass):  # `case C(__class__=x)` reads attributes by name
-            for name in node.kwd_attrs:
-                if _refused_attr(name):
-                    return f"forbidden attribute: {name}"
-        if isinstance(node, ast.Name) and node.id.startswith("__") and node.id != "__name__":
-            return f"forbidden name: {node.id}"
-    return None
+            reason = f"forbidden attribute: {node.attr}"
+        elif isinstance(node, ast.MatchClass):  # `case C(__class__=x)` reads attributes by name
+            bad = [name for name in node.kwd_attrs if _refused_attr(name)]
+            reason = f"forbidden attribute: {bad[0]}" if bad else None
+        elif isinstance(node, ast.Name) and node.id.startswith("__") and node.id != "__name__":
+            reason = f"forbidden name: {node.id}"
+        if reason:
+            found.append(((node.lineno, node.col_offset, node.end_lineno, node.end_col_offset), reason))
+    return min(found)[1] if found else None
 
 
 def _proxy(mod, proxies):
@@ -318,13 +340,18 @@ def make_builtins(proxies, workdir):
     def safe_delattr(obj, name):
         delattr(obj, _check(name))
 
-    def safe_open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None):
+    def safe_open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None,
+                  closefd=True, opener=None):
         if not isinstance(file, (str, bytes, os.PathLike)):  # no raw fds: fd 1 carries the result
             raise Forbidden("forbidden path: open() takes a path inside the work dir")
+        if opener is not None:  # an opener could return any fd
+            raise Forbidden("forbidden path: open(opener=...)")
         path = os.path.realpath(os.path.join(workdir, os.fsdecode(file)))
         if os.path.commonpath([path, workdir]) != workdir:
             raise Forbidden(f"forbidden path: {os.fsdecode(file)}")
-        return real_open(path, mode, buffering, encoding, errors, newline)
+        # Relative to the cwd (= workdir): after the privilege drop its ancestors may be untraversable.
+        rel = os.path.relpath(path, workdir)
+        return real_open(rel, mode, buffering, encoding, errors, newline, closefd)
 
     safe = {k: v for k, v in vars(builtins).items() if k not in _UNSAFE_BUILTINS}
     safe.update(__import__=_import, getattr=safe_getattr, hasattr=safe_hasattr,
@@ -412,7 +439,7 @@ def describe(exc):
     if isinstance(exc, SystemExit):
         return "exit called"
     if isinstance(exc, SyntaxError):
-        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+        return f"SyntaxError: {exc.msg}" + (f" (line {exc.lineno})" if exc.lineno else "")
     msg = str(exc).replace("\n", " ")
     msg = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     return msg if len(msg) <= 300 else msg[:297] + "..."
@@ -421,43 +448,71 @@ def describe(exc):
 # ---------------------------------------------------------------- main
 
 
+def install_os_layers(cfg, workdir):
+    """Steps 2-6 of the module docstring; returns the names of the layers in force."""
+    linux = sys.platform.startswith("linux")
+    path_fds = open_paths([".", os.path.dirname(os.__file__)]) if linux else [None, None]
+    layers = []
+    set_rlimits(cfg)
+    layers.append("rlimits")
+    if linux and os.geteuid() == 0 and new_network_namespace():
+        layers.append("netns")
+    if os.geteuid() == 0 and drop_privileges(workdir):
+        layers.append("drop_privs")
+    if linux and set_parent_death_signal(int(cfg["parent_pid"])):
+        layers.append("pdeathsig")
+    abi = landlock(path_fds[0], path_fds[1:]) if linux else 0
+    if abi:
+        layers.append("landlock")  # file reads and writes
+        layers += ["landlock_net"] if abi >= 4 else []  # TCP bind/connect
+        layers += ["landlock_scope"] if abi >= 6 else []  # signals, abstract unix sockets
+    if linux and seccomp():
+        layers.append("seccomp")
+    return layers
+
+
+def run_source(source, cfg, modules, workdir):
+    """Check, compile and run the program; return (ok, answer, error). Raises what the program raises."""
+    guards = cfg["python_guards"]
+    try:
+        tree = ast.parse(source, "prog.py")
+    except ValueError as e:  # some Python versions reject NUL bytes with ValueError, not SyntaxError
+        return False, None, f"SyntaxError: {e}"
+    reason = check_ast(tree) if guards else None
+    if reason:
+        return False, None, reason
+    code = compile(tree, "prog.py", "exec")
+    g = {"__name__": "__main__"}
+    if guards:
+        g["__builtins__"] = make_builtins(make_proxies(modules), workdir)
+    exec(code, g)
+    var = cfg["answer_var"]
+    if var not in g:
+        return False, None, f"no variable {var}"
+    return normalise(g[var])
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     workdir = os.path.realpath(os.getcwd())
-    guards = bool(cfg["python_guards"])
-    with open(os.path.join(workdir, "prog.py"), encoding="utf-8", errors="replace") as f:
+    with open("prog.py", encoding="utf-8", errors="replace") as f:
         source = f.read()
-    out = os.dup(1)
+    out = os.dup(1)  # the result channel; the program's prints go to a CappedText
     os.set_inheritable(out, False)
 
     import importlib
 
     modules = {name: importlib.import_module(name) for name in ALLOWED_MODULES}
     importlib.import_module("_strptime")  # datetime.strptime imports it lazily
-    if not guards:  # test mode: simulate a full Python-level escape with the tools already loaded
+    if not cfg["python_guards"]:  # test mode: simulate a full escape with the tools already loaded
         for name in ("os", "sys", "socket", "subprocess", "ctypes", "threading", "signal", "time",
                      "resource", "builtins", "encodings.idna"):
             importlib.import_module(name)
     _libc()  # load ctypes before the address-space limit
-    stdlib = os.path.dirname(os.__file__)
 
-    layers = []
-    set_rlimits(cfg)
-    layers.append("rlimits")
-    if os.geteuid() == 0:
-        if new_network_namespace():
-            layers.append("netns")
-        if drop_privileges(workdir):
-            layers.append("drop_privs")
-    if set_parent_death_signal():
-        layers.append("pdeathsig")
-    abi = landlock(workdir, [stdlib])
-    if abi:
-        layers.append("landlock")  # file reads and writes
-        layers += ["landlock_net"] if abi >= 4 else []  # TCP bind/connect
-        layers += ["landlock_scope"] if abi >= 6 else []  # signals, abstract unix sockets
-    if seccomp():
-        layers.append("seccomp")
+    layers = install_os_layers(cfg, workdir)
+    if cfg["python_guards"]:
+        layers.append("python_guards")
     sys.setrecursionlimit(int(cfg["recursion_limit"]))
 
     sink = CappedText(int(cfg["output_chars"]))
@@ -468,45 +523,22 @@ def main():
             raise _Timeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
-    result = {"ok": False, "answer": None, "error": None}
     sys.stdout = sys.stderr = sink
+    os.write(out, b"ready\n")  # the parent's wall-clock deadline starts now
     in_program[0] = True
     signal.setitimer(signal.ITIMER_REAL, float(cfg["timeout_s"]))
     try:
         try:
-            tree = ast.parse(source, "prog.py")
-            reason = check_ast(tree) if guards else None
-            if reason:
-                result["error"] = reason
-            else:
-                code = compile(tree, "prog.py", "exec")
-                if guards:
-                    layers.append("python_guards")
-                    g = {"__name__": "__main__", "__builtins__": make_builtins(make_proxies(modules), workdir)}
-                else:
-                    g = {"__name__": "__main__"}
-                exec(code, g)
-                var = cfg["answer_var"]
-                if var not in g:
-                    result["error"] = f"no variable {var}"
-                else:
-                    ok, answer, error = normalise(g[var])
-                    result.update(ok=ok, answer=answer, error=error)
-        except ValueError as e:
-            if "null bytes" in str(e):  # compile() rejects NUL bytes with ValueError
-                result["error"] = "SyntaxError: source contains null bytes"
-            else:
-                result["error"] = describe(e)
+            ok, answer, error = run_source(source, cfg, modules, workdir)
         except BaseException as e:  # noqa: BLE001 - every failure of the program is a result
-            result["error"] = describe(e)
+            ok, answer, error = False, None, describe(e)
         finally:
             in_program[0] = False
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Timeout:  # the alarm fired between the inner handler and the finally clause
-        result.update(ok=False, answer=None, error="timeout")
+        ok, answer, error = False, None, "timeout"
     try:
-        result["output"] = sink.text()
-        result["layers"] = layers
+        result = {"ok": ok, "answer": answer, "error": error, "output": sink.text(), "layers": layers}
         data = (json.dumps(result, ensure_ascii=True) + "\n").encode()
     except BaseException:  # noqa: BLE001 - e.g. MemoryError with the program's data still alive
         data = _FALLBACK

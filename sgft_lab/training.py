@@ -65,8 +65,14 @@ def build_loggers(cfg: Config, paths: RunPaths, job_type: str):
 
 
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
-        spec: EvalSpec, paths: RunPaths, *, job_type: str | None = None) -> FitOutcome:
-    """Train ``student`` on ``train_pairs``; evaluate on ``eval_sets`` after every epoch."""
+        spec: EvalSpec, paths: RunPaths, *, job_type: str | None = None, datamodule=None,
+        eval_callback=None, callbacks: Sequence = ()) -> FitOutcome:
+    """Train ``student`` on ``train_pairs``; evaluate on ``eval_sets`` after every epoch.
+
+    ``datamodule`` (a CoTDataModule over the same pairs, e.g. FDD's per-round one) replaces the default;
+    ``eval_callback`` replaces the per-epoch evaluator (e.g. FDD's executed program-of-thought scoring).
+    ``callbacks``: extra Lightning callbacks (e.g. SGFT's LISA layer sampling, students/lisa.py).
+    """
     import time
 
     import lightning.pytorch as pl
@@ -79,10 +85,12 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     tc = cfg.trainer
-    dm = CoTDataModule(student, train_pairs, eval_sets.get("val", []), eval_sets.get("test", []),
-                       batch_size=tc.batch_size, num_workers=tc.num_workers, seed=cfg.seed)
+    dm = datamodule if datamodule is not None else CoTDataModule(
+        student, train_pairs, eval_sets.get("val", []), eval_sets.get("test", []), batch_size=tc.batch_size,
+        num_workers=tc.num_workers, seed=cfg.seed)
     module = StudentModule(student, tc)
-    callbacks = [make_callback(eval_sets, spec, paths, tc.eval_every_n_epochs, progress=tc.enable_progress_bar)]
+    callbacks = [eval_callback if eval_callback is not None else make_callback(
+        eval_sets, spec, paths, tc.eval_every_n_epochs, progress=tc.enable_progress_bar), *callbacks]
     if tc.save_checkpoints:
         # Only `last.ckpt`, rewritten each epoch: enough to resume, and LoRA checkpoints hold adapters only.
         callbacks.append(ModelCheckpoint(dirpath=str(paths.checkpoints_dir), save_last=True, save_top_k=0,

@@ -1,8 +1,8 @@
 """A loopback OpenAI-compatible server for tests and benchmarks (standard library only).
 
-Serves ``POST /v1/chat/completions``, ``POST /v1/completions`` and ``GET /v1/models`` on 127.0.0.1 with a
-deterministic answer derived from the prompt, counts every request on the server side, and injects faults
-on demand:
+Serves ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models`` and ``GET /_stats`` (the
+server-side counters as JSON) on 127.0.0.1 with a deterministic answer derived from the prompt, counts
+every request on the server side, and injects faults on demand:
 
 - ``"429"``: status 429 with a ``Retry-After`` header (``retry_after_s``);
 - ``"500"``: status 500;
@@ -46,6 +46,27 @@ def echo_responder(prompt: str, body: dict) -> str:
     salt = f"|seed={body.get('seed')}" if float(body.get("temperature") or 0) > 0 else ""
     h = hashlib.sha256((prompt + salt).encode("utf-8")).hexdigest()
     return f" The answer is {int(h[:6], 16) % 1000}. [{h[:12]}]"
+
+
+def reference_responder(examples, **reference_kw) -> Responder:
+    """Answer like sgft_lab's reference teacher for these benchmark examples (so a pipeline run against the
+    server has rationales the correctness filter can keep). The sample index is read back from the seed
+    that teacher=openai sends at T > 0 (``seed * 1_000_003 + k``)."""
+    from sgft_lab.teachers.base import Request, SamplingParams
+    from sgft_lab.teachers.reference import ReferenceTeacher
+
+    teacher = ReferenceTeacher(examples, **reference_kw)
+    lock = threading.Lock()
+
+    def respond(prompt: str, body: dict) -> str:
+        params = SamplingParams(temperature=float(body.get("temperature") or 0.0),
+                                max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 128),
+                                top_p=float(body.get("top_p") or 1.0))
+        k = int(body.get("seed") or 0) % 1_000_003
+        with lock:
+            return teacher.complete([Request(prompt, params, k)])[0].text
+
+    return respond
 
 
 @dataclass
@@ -174,6 +195,7 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+            disable_nagle_algorithm = True  # else headers and body leave in two packets, ~40 ms apart
 
             def log_message(self, *args):  # quiet
                 pass
@@ -191,7 +213,12 @@ class FakeOpenAIServer:
                 self._send(status, json.dumps(obj).encode("utf-8"), headers)
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/").endswith("/_stats"):  # server-side counters (benchmarks)
+                    with server._lock:
+                        st = server.stats
+                        self._json(200, {"requests": st.requests, "outcomes": dict(st.outcomes),
+                                         "answered_prompts": st.answered_prompts})
+                elif self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
                 else:
                     self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})

@@ -8,6 +8,8 @@ from omegaconf import OmegaConf
 from conftest import CONF, compose, run_sgft
 from sgft_lab.config import ConfigError, redact, validate
 
+# Presets with a required (???) value, and what a user would pass.
+REQUIRED = {("student", "hf"): ["student.name_or_path=some-org/some-model"]}
 GROUPS = ["method", "student", "teacher", "benchmark", "trainer", "logger", "paths"]
 
 
@@ -20,7 +22,7 @@ def test_every_group_option_composes_and_validates(group):
     opts = _options(group)
     assert opts, f"conf/{group} is empty"
     for opt in opts:
-        cfg = compose([f"{group}={opt}"])
+        cfg = compose([f"{group}={opt}", *REQUIRED.get((group, opt), [])])
         c = validate(cfg)
         assert getattr(c, group) is not None
 
@@ -80,3 +82,8 @@ def test_redact_hides_secrets_but_not_env_names():
     d = redact({"teacher": {"api_key": "sk-123", "api_key_env": "OPENAI_API_KEY", "model": "m"}})
     assert d["teacher"]["api_key"] == "***REDACTED***"
     assert d["teacher"]["api_key_env"] == "OPENAI_API_KEY"
+
+
+def test_required_value_is_named():
+    with pytest.raises(ConfigError, match=r"student\.name_or_path"):
+        validate(compose(["student=hf"]))

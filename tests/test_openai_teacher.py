@@ -101,11 +101,15 @@ def test_thirty_percent_faults_complete_with_each_sample_once(server, tmp_path, 
                  request_timeout_s=1.5, concurrency=16)
     assert out == ref  # every sample present exactly once, in order, with the same answer
     assert s.teacher_calls == ref_s.teacher_calls == 60  # successful responses consumed = fault-free run
-    assert faulty.stats.answered_prompts == clean.stats.answered_prompts == 60  # none answered twice
+    assert s.requests_sent - s.requests_failed == ref_s.requests_sent == 60 // per_call
     failed = sum(v for k, v in faulty.stats.outcomes.items() if k != "ok")
     assert failed >= 3 and set(faulty.stats.outcomes) > {"ok"}
-    assert s.requests_failed >= failed and s.requests_sent >= faulty.stats.requests
-    assert s.requests_sent - s.requests_failed == faulty.stats.ok
+    assert s.requests_sent >= faulty.stats.requests and s.requests_failed >= failed
+    # The server answered each prompt once, except where an answer came back after the client timed out
+    # (a loaded machine; normally zero): every extra answer is matched by a timeout that was not a hang.
+    late = s.errors.get("timeout", 0) - faulty.stats.outcomes["hang"]
+    assert clean.stats.answered_prompts == 60
+    assert 0 <= faulty.stats.answered_prompts - 60 <= per_call * late
 
 
 def test_retry_after_is_honoured(server, tmp_path):
@@ -137,7 +141,7 @@ def test_wrong_key_fails_fast_and_the_key_is_scrubbed(server, tmp_path):
 
 
 def test_kill_minus_9_then_rerun_repeats_no_stored_request(server, tmp_path):
-    srv = server(latency_s=0.05)
+    srv = server(latency_s=0.1)  # 60 prompts at concurrency 2: ~3 s, killed after ~0.6 s
     db = tmp_path / "cache.sqlite"
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent(f"""
@@ -173,7 +177,7 @@ def test_kill_minus_9_then_rerun_repeats_no_stored_request(server, tmp_path):
         done = {r[0] for r in con.execute("SELECT prompt FROM completions")}
     assert 12 <= len(done) < 60
     n_before = len(srv.stats.log)
-    out, s = run(srv, tmp_path, [f"prompt {i}" for i in range(60)], SamplingParams(max_tokens=8), concurrency=2)
+    out, s = run(srv, tmp_path, [f"prompt {i}" for i in range(60)], SamplingParams(max_tokens=8), concurrency=8)
     asked_again = [pr for _, _, _, prompts in srv.stats.log[n_before:] for pr in prompts]
     assert not set(asked_again) & done  # no request repeated for a stored answer
     assert sorted(asked_again) == sorted(f"prompt {i}" for i in range(60) if f"prompt {i}" not in done)

@@ -13,12 +13,13 @@ from sgft_lab.students.build import build_student  # noqa: E402
 from sgft_lab.students.encode import collate, encode_pair  # noqa: E402
 from sgft_lab.students.module import StudentModule  # noqa: E402
 
-PAIRS = [(f"What is {a} plus {b}? ###", f" {a} + {b} = {a + b}. --> {a + b}") for a, b in [(3, 4), (12, 5), (7, 8)]]
+PAIRS = [(f"What is {a} plus {b}? ###", f" {a} + {b} = {a + b}. --> {a + b}")
+         for a, b in [(3, 4), (12, 5), (7, 8)]]
 CORPUS = [t for pair in PAIRS for t in pair]
 # LoRA on lm_head too: the frozen random-init head (std 0.02) caps the logits of a random model so low that
 # adapters on the 4-bit layers alone barely move the loss (fp32 LoRA does no better there).
-SMALL = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=300, lora_dropout=0.0,
-             lora_target_modules=["q_proj", "v_proj", "down_proj", "lm_head"])
+SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128, "vocab_size": 300,
+         "lora_dropout": 0.0, "lora_target_modules": ["q_proj", "v_proj", "down_proj", "lm_head"]}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,7 +49,8 @@ def _lora_grads(model, batch) -> dict:
     model.train()
     model.zero_grad()
     model(**batch).loss.backward()
-    grads = {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters() if p.requires_grad}
+    grads = {n: (None if p.grad is None else p.grad.clone())
+             for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
     return grads
 

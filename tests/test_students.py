@@ -24,7 +24,7 @@ PAIRS = [
     ("What is 3 plus 4? ###", " 3 + 4 = 7. --> 7"),
     ("Tom has 12 apples and buys 5 more. How many apples does he have now? ###", " 12 + 5 = 17. --> 17"),
     ("Sum 7 and 8 ###", " 7 + 8 = 15. --> 15"),
-    ("A shop sold 20 cakes in the morning and 22 in the evening. How many in all? ###", " 20 + 22 = 42. --> 42"),
+    ("A shop sold 20 cakes in the morning and 22 in the evening. How many? ###", " 20 + 22 = 42. --> 42"),
     ("1 plus 9 ###", " 1 + 9 = 10. --> 10"),
     ("Ann read 33 pages and then 4 more pages. ###", " 33 + 4 = 37. --> 37"),
 ]
@@ -50,8 +50,8 @@ def _loader(student, pairs, batch_size, shuffle=True):
 
 
 def _trainer(**kw):
-    base = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False)
+    base = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+            "enable_progress_bar": False, "enable_model_summary": False}
     base.update(kw)
     return pl.Trainer(**base)
 
@@ -144,12 +144,24 @@ def test_encode_encoder_decoder(tok):
     assert b["attention_mask"][1].tolist() == [1] + [0] * (len(e["input_ids"]) - 1)
 
 
+def test_encode_encoder_decoder_keeps_tokenizer_eos_when_truncating():
+    from tokenizers import processors
+
+    t5_like = train_tokenizer(CORPUS, 512)  # a tokenizer that appends </s> itself, as T5's does
+    t5_like._tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", t5_like.eos_token_id)])
+    e = encode_pair(t5_like, "encoder_decoder", "Sum 7 and 8 please", " 7 + 8 = 15. --> 15", 4, 5)
+    assert len(e["input_ids"]) == 4 and e["input_ids"][-1] == t5_like.eos_token_id
+    assert len(e["labels"]) == 5 and e["labels"][-1] == t5_like.eos_token_id
+    assert e["labels"].count(t5_like.eos_token_id) == 1
+
+
 def test_collate_pads_right_with_ignored_labels(tok):
     items = [encode_pair(tok, "decoder", i, y, 512, 512) for i, y in PAIRS[:3]]
     b = collate(items, tok.pad_token_id, "decoder")
     lengths = [len(x["input_ids"]) for x in items]
     assert b["input_ids"].shape == (3, max(lengths)) == b["labels"].shape == b["attention_mask"].shape
-    for r, (x, n) in enumerate(zip(items, lengths)):
+    for r, (x, n) in enumerate(zip(items, lengths, strict=True)):
         assert b["input_ids"][r, :n].tolist() == x["input_ids"]
         assert b["labels"][r, :n].tolist() == x["labels"]
         assert b["attention_mask"][r].tolist() == [1] * n + [0] * (max(lengths) - n)
@@ -170,7 +182,8 @@ def test_generation_keeps_input_order_and_batching_is_invisible(trained):
     random.Random(0).shuffle(order)
     prompts = [PAIRS[i][0] for i in order]
     batched = generate(s.model, s.tokenizer, s.family, prompts, max_new_tokens=24, batch_size=5)
-    single = [generate(s.model, s.tokenizer, s.family, [p], max_new_tokens=24, batch_size=1)[0] for p in prompts]
+    single = [generate(s.model, s.tokenizer, s.family, [p], max_new_tokens=24, batch_size=1)[0]
+              for p in prompts]
     assert batched == single == [PAIRS[i][1] for i in order]
     assert generate(s.model, s.tokenizer, s.family, [], 8) == []
 
@@ -196,11 +209,13 @@ def test_warmup_linear_schedule_and_full_checkpoint(tmp_path):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = _trainer(max_epochs=4, callbacks=[Record()], enable_checkpointing=True, default_root_dir=tmp_path)
+    trainer = _trainer(max_epochs=4, callbacks=[Record()], enable_checkpointing=True,
+                       default_root_dir=tmp_path)
     trainer.fit(module, _loader(student, PAIRS, 2))  # 3 steps/epoch -> 12 steps, 6 warm-up
     assert len(lrs) == 12
     assert lrs[0] == 0.0 and lrs[6] == pytest.approx(1e-3)
-    assert all(a < b for a, b in zip(lrs[:6], lrs[1:7])) and all(a > b for a, b in zip(lrs[6:], lrs[7:]))
+    assert all(a < b for a, b in zip(lrs[:6], lrs[1:7], strict=True))
+    assert all(a > b for a, b in zip(lrs[6:-1], lrs[7:], strict=True))
     # full fine-tuning: the checkpoint holds every weight
     ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), map_location="cpu", weights_only=False)
     assert set(ckpt["state_dict"]) == set(module.state_dict())
@@ -216,3 +231,26 @@ def test_student_configs_match_schema():
     assert OmegaConf.is_missing(raw, "name_or_path")  # required: the preset names no model
     hf = OmegaConf.merge(schema, raw)  # unknown keys would raise here
     assert hf.name == "hf" and hf.adapter == "lora"
+    # merged over the schema, `???` leaves name_or_path None: build_student must refuse, not build `tiny`
+    with pytest.raises(ValueError, match="name_or_path"):
+        build_student(OmegaConf.to_object(hf), CORPUS)
+
+
+def test_encoder_decoder_student_trains_and_generates(tmp_path):
+    """The seq2seq path (encode, collate, build from a checkpoint, generate) on a random tiny T5."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    pairs = [("Sum 7 and 8", "7 + 8 = 15. --> 15"), ("1 plus 9", "1 + 9 = 10. --> 10"),
+             ("Tom has 12 apples and buys 5 more. How many?", "12 + 5 = 17. --> 17")]
+    tok = train_tokenizer([t for p in pairs for t in p], 300)
+    pl.seed_everything(0)
+    config = T5Config(vocab_size=300, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                      decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    cfg = StudentConfig(family="encoder_decoder", name_or_path=str(tmp_path), padding_side="right")
+    student = build_student(cfg)
+    module = StudentModule(student, TrainerConfig(lr=5e-3))
+    _trainer(max_epochs=60).fit(module, _loader(student, pairs, 3))
+    assert module.generate([i for i, _ in pairs], max_new_tokens=20, batch_size=2) == [y for _, y in pairs]

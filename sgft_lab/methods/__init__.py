@@ -9,6 +9,12 @@ METHODS = {
     "fine_tune_cot": "sgft_lab.methods.fine_tune_cot:run",
     "diverse_reasoning": "sgft_lab.methods.fine_tune_cot:run",
     "vanilla_ft": "sgft_lab.methods.fine_tune_cot:run",
+    "sgft": "sgft_lab.methods.sgft:run",
+    "fdd": "sgft_lab.methods.fdd:run",
+    "fdd_pot": "sgft_lab.methods.fdd:run",
+    "zero_shot": "sgft_lab.methods.baselines:run",
+    "zero_shot_cot": "sgft_lab.methods.baselines:run",
+    "few_shot_cot": "sgft_lab.methods.baselines:run",
 }
 
 

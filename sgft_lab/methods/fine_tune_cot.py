@@ -117,7 +117,7 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     eval_sets = {"val": _cap(splits.val, cfg.trainer.max_eval_examples),
                  "test": _cap(splits.test, cfg.trainer.max_eval_examples)}
     spec = EvalSpec(task=splits.task, template=m.template, max_new_tokens=cfg.student.max_new_tokens,
-                    batch_size=cfg.trainer.eval_batch_size)
+                    batch_size=cfg.trainer.eval_batch_size, max_input_tokens=cfg.student.max_input_tokens)
     outcome = fit(cfg, student, pairs, eval_sets, spec, paths)
 
     # Step 4: results, recomputed from the saved predictions.

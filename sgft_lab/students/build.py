@@ -32,7 +32,7 @@ class Student:
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts. A 4-bit weight counts as its packed storage, as peft counts it x2."""
+    """(trainable, total) parameter counts; a packed 4-bit weight counts x2 (2 values a byte), like peft."""
     trainable = total = 0
     for p in model.parameters():
         n = p.numel()
@@ -45,12 +45,13 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def disable_cpu_bf16_repack(model) -> int:
-    """Set ``support_avx512bf16_for_cpu = False`` on every ``bnb.nn.Linear4bit``; return how many were changed.
+    """Set ``support_avx512bf16_for_cpu = False`` on every ``bnb.nn.Linear4bit``; return how many.
 
     Why: on a CPU with AVX512-BF16, a Linear4bit that runs an eval-mode forward with no grad (Lightning's
-    sanity check, generation) repacks its weight into a CPU-only layout whose kernel has no autograd. From then on
-    the LoRA gradients through that layer are None and training silently stops (bitsandbytes 0.50 prints only a
-    UserWarning). Without the repack, the 4-bit forward/backward match fp32 LoRA (environment.md).
+    sanity check, generation) repacks its weight into a CPU-only layout whose kernel has no autograd. From
+    then on no gradient flows back through that layer (earlier LoRA weights get None or wrong gradients) and
+    training silently stalls; bitsandbytes 0.50 prints only a UserWarning. Without the repack the 4-bit
+    forward/backward match fp32 LoRA (environment.md; tests/test_qlora_cpu.py guards it).
     """
     import bitsandbytes as bnb
 
@@ -86,8 +87,8 @@ def _tiny_tokenizer(cfg: StudentConfig, corpus: list[str] | None, work_dir: Path
     elif saved is not None and (saved / "tokenizer.json").is_file():
         tok = PreTrainedTokenizerFast.from_pretrained(saved)
     else:
-        raise ValueError("build_student: the tiny student (student.name_or_path=null) needs `corpus` to train its "
-                         f"tokenizer, or a work_dir holding one ({TOKENIZER_DIR}/tokenizer.json)")
+        raise ValueError("build_student: the tiny student (student.name_or_path=null) needs `corpus` to "
+                         f"train its tokenizer, or a work_dir holding one ({TOKENIZER_DIR}/tokenizer.json)")
     tok.padding_side = cfg.padding_side
     if len(tok) > cfg.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens > student.vocab_size={cfg.vocab_size}")
@@ -98,7 +99,8 @@ def _tiny_model(cfg: StudentConfig, tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if cfg.hidden_size % cfg.num_heads:
-        raise ValueError(f"student.hidden_size={cfg.hidden_size} is not divisible by num_heads={cfg.num_heads}")
+        raise ValueError(f"student.hidden_size={cfg.hidden_size} is not divisible by "
+                         f"student.num_heads={cfg.num_heads}")
     config = LlamaConfig(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,
@@ -144,8 +146,8 @@ def _add_adapter(model, cfg: StudentConfig):
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.adapter == "qlora":
-        # peft's QLoRA recipe: fp32 norms/embeddings, input grads on, gradient checkpointing (non-reentrant: torch
-        # is deprecating the reentrant default).
+        # peft's QLoRA recipe: fp32 norms/embeddings, input grads on, gradient checkpointing (non-reentrant:
+        # torch is deprecating the reentrant default).
         model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(
         r=cfg.lora_r,
@@ -157,16 +159,17 @@ def _add_adapter(model, cfg: StudentConfig):
     return get_peft_model(model, lora)
 
 
-def build_student(cfg: StudentConfig, corpus: list[str] | None = None, work_dir: Path | None = None) -> Student:
+def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
+                  work_dir: Path | None = None) -> Student:
     """Build the student ``cfg`` describes.
 
-    - ``cfg.name_or_path`` None: a tiny ``LlamaForCausalLM`` from the arch fields (random init; seed first) and a
-      BPE tokenizer trained on ``corpus`` (or reloaded from ``work_dir/tokenizer`` when ``corpus`` is None).
-      With ``work_dir`` both are saved there, and an init already saved there is loaded instead of drawing a new
-      one (so a run can be rebuilt). QLoRA needs ``work_dir``: a 4-bit model loads from a checkpoint, so the
-      random init is saved and loaded back quantised.
-    - otherwise: ``AutoTokenizer`` + ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` from ``name_or_path``
-      (weights in ``cfg.dtype``; pad token = eos when missing).
+    - ``cfg.name_or_path`` None: a tiny ``LlamaForCausalLM`` from the arch fields (random init; seed first)
+      and a BPE tokenizer trained on ``corpus`` (or reloaded from ``work_dir/tokenizer`` when ``corpus`` is
+      None). With ``work_dir`` both are saved there, and an init already saved there is loaded instead of
+      drawing a new one (so a run can be rebuilt). QLoRA needs ``work_dir``: a 4-bit model loads from a
+      checkpoint, so the random init is saved and loaded back quantised.
+    - otherwise: ``AutoTokenizer`` + ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` from
+      ``name_or_path`` (weights in ``cfg.dtype``; pad token = eos when missing).
     Then the adapter: none | lora | qlora. On CPU every 4-bit layer gets ``disable_cpu_bf16_repack``.
     """
     import torch
@@ -179,21 +182,26 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None, work_dir:
     work_dir = Path(work_dir) if work_dir is not None else None
     quantize = cfg.adapter == "qlora"
 
+    if cfg.name_or_path is None and cfg.name == "hf":
+        # conf/student/hf.yaml says `name_or_path: ???`, but `???` merged over the schema's None default is a
+        # no-op, so a forgotten override arrives here as None: refuse rather than build the tiny model.
+        raise ValueError("student=hf needs student.name_or_path=<hub name or local path>")
     if cfg.name_or_path is None:
         if cfg.family != "decoder":
-            raise ValueError("the tiny student (student.name_or_path=null) is a decoder: set student.family=decoder")
+            raise ValueError("the tiny student (student.name_or_path=null) is a decoder: "
+                             "set student.family=decoder")
+        if quantize and work_dir is None:
+            raise ValueError("build_student: a tiny student with adapter=qlora needs work_dir (the random "
+                             "init is saved there and loaded back in 4 bits)")
         tok = _tiny_tokenizer(cfg, corpus, work_dir)
         init = work_dir / INIT_DIR if work_dir is not None else None
-        if init is not None and (init / "config.json").is_file():
-            model = _load_pretrained(init, cfg, quantize=False)  # reloading a run: the same init as before
-        else:
+        if init is None or not (init / "config.json").is_file():
             model = _tiny_model(cfg, tok)
             if init is not None:
                 model.save_pretrained(init)
+        elif not quantize:
+            model = _load_pretrained(init, cfg, quantize=False)  # rebuilding a run: the same init as before
         if quantize:
-            if work_dir is None:
-                raise ValueError("build_student: a tiny student with adapter=qlora needs work_dir (the random init "
-                                 "is saved there and loaded back in 4 bits)")
             model = _load_pretrained(init, cfg, quantize=True)
         else:
             model = model.to(_torch_dtype(cfg.dtype))

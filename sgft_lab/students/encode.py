@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 FAMILIES = ("decoder", "encoder_decoder")
 IGNORE_INDEX = -100
 
-_specials: "weakref.WeakKeyDictionary[Any, tuple[list[int], list[int]]]" = weakref.WeakKeyDictionary()
+_specials: weakref.WeakKeyDictionary[Any, tuple[list[int], list[int]]] = weakref.WeakKeyDictionary()
 
 
 def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids ``tokenizer`` puts before and after a text with ``add_special_tokens=True`` (e.g. Llama: [BOS], [])."""
+    """Ids ``tokenizer`` puts before and after a text when ``add_special_tokens=True`` (Llama: [BOS], [])."""
     try:
         return _specials[tokenizer]
     except (KeyError, TypeError):
@@ -42,6 +42,12 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     return out
 
 
+def _hf_encode(tokenizer, text: str, max_tokens: int | None) -> list[int]:
+    if max_tokens is None:
+        return tokenizer(text, add_special_tokens=True)["input_ids"]
+    return tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_tokens)["input_ids"]
+
+
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"student.family={family!r} is not one of {FAMILIES}")
@@ -50,13 +56,13 @@ def _check_family(family: str) -> None:
 def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None = None) -> list[int]:
     """Token ids of a model input, exactly as ``encode_pair`` tokenizes it (used for training and generation).
 
-    Decoder: the tokenizer's special prefix (e.g. Llama's BOS; none for GPT-2 or the tiny tokenizer) + the text's
-    ids, never a trailing EOS. Encoder-decoder: the tokenizer's own special tokens (T5 appends </s>).
-    Both are cut from the right at ``max_input_tokens`` (as Fine-tune-CoT's ``truncation=True`` does).
+    Decoder: the tokenizer's special prefix (e.g. Llama's BOS; none for GPT-2 or the tiny tokenizer) + the
+    text's ids, never a trailing EOS, cut from the right at ``max_input_tokens``. Encoder-decoder: the
+    tokenizer's own encoding with ``truncation=True`` (T5 keeps its </s>), as Fine-tune-CoT does.
     """
     _check_family(family)
     if family == "encoder_decoder":
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        return _hf_encode(tokenizer, text, max_input_tokens)
     else:
         prefix, _ = special_affixes(tokenizer)
         ids = prefix + tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -71,20 +77,20 @@ def label_ids(tokenizer, family: str, text: str, max_label_tokens: int | None = 
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no eos_token: labels must end with EOS")
     if family == "encoder_decoder":
         _, suffix = special_affixes(tokenizer)
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
-        if eos not in suffix:
-            ids = ids + [eos]
+        if eos in suffix:  # T5 appends EOS itself (and truncation keeps it)
+            return _hf_encode(tokenizer, text, max_label_tokens)
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"] + [eos]
     else:
         # Departs from Fine-tune-CoT only for tokenizers that add a BOS (Llama): it tokenized the label with
-        # specials, so a BOS would sit mid-sequence; GPT-2 (theirs) adds none, so the result there is identical.
+        # specials, so a BOS would sit mid-sequence; GPT-2 (theirs) adds none, so there the ids are identical.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
     # As in Fine-tune-CoT (EOS appended to the text, then truncated): a cut label loses its EOS, so the
     # student is never taught to stop mid-rationale.
     return ids[:max_label_tokens] if max_label_tokens is not None else ids
 
 
-def encode_pair(tokenizer, family: str, input_text: str, label_text: str,
-                max_input_tokens: int | None = 512, max_label_tokens: int | None = 512) -> dict[str, list[int]]:
+def encode_pair(tokenizer, family: str, input_text: str, label_text: str, max_input_tokens: int | None = 512,
+                max_label_tokens: int | None = 512) -> dict[str, list[int]]:
     """One training example as id lists: ``{"input_ids", "labels"}`` (unpadded; ``collate`` pads).
 
     Decoder: ``input_ids = prompt + label`` and ``labels = [-100] * len(prompt) + label``.
@@ -97,25 +103,22 @@ def encode_pair(tokenizer, family: str, input_text: str, label_text: str,
     return {"input_ids": p, "labels": y}
 
 
-def _pad(seqs: list[list[int]], value: int, left: bool = False) -> "torch.Tensor":
+def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     import torch
 
     n = max((len(s) for s in seqs), default=0)
     out = torch.full((len(seqs), n), value, dtype=torch.long)
     for i, s in enumerate(seqs):
         if s:
-            if left:
-                out[i, n - len(s):] = torch.tensor(s, dtype=torch.long)
-            else:
-                out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
     return out
 
 
-def collate(batch: list[dict], pad_id: int, family: str) -> dict[str, "torch.Tensor"]:
+def collate(batch: list[dict], pad_id: int, family: str) -> dict[str, torch.Tensor]:
     """Pad ``encode_pair`` outputs to the batch's longest: ``input_ids``, ``attention_mask``, ``labels``.
 
-    Training batches are right-padded (Fine-tune-CoT left-pads), so each sequence's tokens sit at positions 0..n-1
-    without passing position_ids; labels are padded with -100. Extra keys in the items are ignored.
+    Training batches are right-padded (Fine-tune-CoT left-pads), so each sequence's tokens sit at positions
+    0..n-1 without passing position_ids; labels are padded with -100. Extra keys in the items are ignored.
     """
     _check_family(family)
     if not batch:

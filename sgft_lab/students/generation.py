@@ -6,7 +6,7 @@ from sgft_lab.students.encode import prompt_ids
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
-    """EOS ids to stop at: the tokenizer's (what labels end with) plus any the model's generation config names."""
+    """EOS ids to stop at: the tokenizer's (labels end with it) and any in the model's generation config."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for i in ([gen_eos] if isinstance(gen_eos, int) else (gen_eos or [])):
@@ -20,8 +20,8 @@ def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: 
     """Greedy completions of ``prompts`` (new text only, special tokens skipped), in input order.
 
     Prompts are tokenized by ``encode.prompt_ids`` (the ids the student was trained on; cut at
-    ``max_input_tokens``), sorted longest first so each batch holds similar lengths (and an out-of-memory error
-    shows in the first batch), and left-padded by hand for decoders. Decoding stops per sequence at EOS.
+    ``max_input_tokens``), sorted longest first so each batch holds similar lengths (and an out-of-memory
+    error shows in the first batch), and left-padded by hand for decoders. Decoding stops per sequence at EOS.
     Departs from Fine-tune-CoT in bounding new tokens (``max_new_tokens``) rather than prompt + new
     (``max_length=1024``). The model runs in eval mode under ``torch.no_grad`` and gets its mode back.
     """
@@ -36,26 +36,30 @@ def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: 
         raise ValueError("tokenizer has neither a pad nor an eos token")
     eos = _eos_ids(model, tokenizer)
     encoded = [prompt_ids(tokenizer, family, p, max_input_tokens) for p in prompts]
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise ValueError(f"generate: prompt(s) at index {empty[:5]} encode to no tokens")
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    left = family == "decoder"  # a decoder's new tokens must follow its prompt directly
     device = next(model.parameters()).device
     outputs: list[str | None] = [None] * len(prompts)
 
-    bar = None
+    bar = task = None
     if progress:
         from rich.progress import Progress
 
         bar = Progress(transient=True)
         task = bar.add_task("generating", total=len(prompts))
-        bar.start()
     was_training = model.training
     model.eval()
     try:
+        if bar is not None:
+            bar.start()
         with torch.no_grad():  # not inference_mode: bnb/peft may cache tensors that training later reuses
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 seqs = [encoded[i] for i in idx]
                 width = max(len(s) for s in seqs)
-                left = family == "decoder"  # a decoder's new tokens must follow its prompt directly
                 input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
                 attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
                 for r, s in enumerate(seqs):
@@ -73,7 +77,7 @@ def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: 
                 )
                 new = out[:, width:] if family == "decoder" else out
                 texts = tokenizer.batch_decode(new.tolist(), skip_special_tokens=True)
-                for i, t in zip(idx, texts):
+                for i, t in zip(idx, texts, strict=True):
                     outputs[i] = t
                 if bar is not None:
                     bar.advance(task, len(idx))

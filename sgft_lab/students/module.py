@@ -59,10 +59,11 @@ class StudentModule(pl.LightningModule):
         if cfg.scheduler == "constant" and cfg.warmup_ratio == 0:
             return optimizer  # Fine-tune-CoT's setting: no scheduler
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(round(cfg.warmup_ratio * total))
+        warmup = round(cfg.warmup_ratio * total)
         name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}.get(cfg.scheduler)
         if name is None:
-            raise ValueError(f"trainer.scheduler={cfg.scheduler!r} is not one of ('constant', 'linear', 'cosine')")
+            raise ValueError(f"trainer.scheduler={cfg.scheduler!r} is not one of "
+                             "('constant', 'linear', 'cosine')")
         scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -1,8 +1,8 @@
 """A small BPE tokenizer trained on the task's own text (for the tiny student).
 
-Byte-level BPE, so any text round-trips exactly (``decode(encode(x)) == x``: leading spaces, newlines, ``-->``,
-``###``), with every digit its own pre-token so numbers are spelled digit by digit (arithmetic tasks need this
-far more than they need a compact vocabulary).
+Byte-level BPE, so any text round-trips exactly (``decode(encode(x)) == x``: leading spaces, newlines,
+``-->``, ``###``), with every digit its own pre-token so numbers are spelled digit by digit (arithmetic tasks
+need this far more than they need a compact vocabulary).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE (digits split) on ``corpus``; return it wrapped for transformers.
 
-    The vocabulary holds the 4 special tokens, the 256 byte symbols and up to ``vocab_size - 260`` merges (fewer
-    when the corpus is small). No BOS/EOS is added on encode: callers append EOS to labels themselves.
+    The vocabulary holds the 4 special tokens, the 256 byte symbols and up to ``vocab_size - 260`` merges
+    (fewer when the corpus is small). No BOS/EOS is added on encode: callers append EOS to labels themselves.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

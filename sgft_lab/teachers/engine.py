@@ -19,7 +19,8 @@ flight in another ``generate`` of this process (another thread or task) is await
 
 A backend exposes its settings as attributes the engine reads: ``identity`` (the cache namespace),
 ``policy`` (:class:`RequestPolicy`), ``price`` (:class:`~.pricing.Price` or None), ``cacheable`` (False
-for replay: nothing to save), ``batch_size`` (preferred batch for synchronous backends).
+for replay: nothing to save), ``batch_size`` (preferred batch for synchronous backends); async backends
+may add ``async astart()`` (one-off setup, run before any timed request) and ``async aclose()``.
 """
 
 from __future__ import annotations
@@ -404,7 +405,10 @@ async def agenerate(
     sender.bar = _Progress(stage, len(missing), progress)
     cache_path = str(getattr(cache, "path", id(cache)))
     pending = dict(missing)
+    astart = getattr(teacher, "astart", None)
     try:
+        if pending and astart is not None:
+            await astart()  # slow one-off setup (imports, client) outside the per-request timeout
         while pending:
             owned_keys, waiting = _IN_FLIGHT.claim(list(pending), cache_path)
             try:
@@ -430,6 +434,9 @@ async def agenerate(
     finally:
         sender.bar.close()
         stats.seconds += time.perf_counter() - t0
+        if stats.requests_failed > sender.failed0:
+            log.info("teacher %s (%s): %d failed attempts were retried; errors so far: %s", teacher.identity,
+                     stage, stats.requests_failed - sender.failed0, stats.errors)
     return _assemble(keys, found, params.n, len(prompts))
 
 
@@ -521,7 +528,7 @@ class _Sender:
             if err.retry_after:
                 self.limiter.pause(err.retry_after)
             delay = backoff_delay(attempt, p, err.retry_after, self.rng)
-            log.info("teacher %s: %s; retry %d/%d in %.2f s", ident, err, attempt + 1, p.max_retries, delay)
+            log.debug("teacher %s: %s; retry %d/%d in %.2f s", ident, err, attempt + 1, p.max_retries, delay)
             await asyncio.sleep(delay)
 
     def _store(self, chunk: list[tuple[str, Request]], outs: list[Completion]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import time
 from typing import Any, Sequence
 
@@ -71,11 +72,21 @@ class OpenAITeacher:
         return f"OpenAITeacher({self.identity!r})"
 
     # --- client ------------------------------------------------------------------------------------
+    async def astart(self) -> None:
+        """Import the SDK and build this loop's client before any request is timed (importing openai takes
+        seconds; inside the first requests' timeouts it would time them all out)."""
+        client = self._client()
+        _ = client.chat.completions if self.endpoint == "chat" else client.completions
+
     def _client(self):
         loop = asyncio.get_running_loop()
         client = self._clients.get(id(loop))
         if client is None:
             from openai import AsyncOpenAI
+
+            for name in ("httpx", "httpx2"):  # one INFO line per request otherwise; the progress bar says it all
+                if logging.getLogger(name).level == logging.NOTSET:
+                    logging.getLogger(name).setLevel(logging.WARNING)
 
             client = AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
                                  timeout=self.policy.timeout_s)

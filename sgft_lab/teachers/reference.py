@@ -20,6 +20,7 @@ has work to do.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ from ..benchmarks.embedded import (
 )
 from ..benchmarks.record import Example
 from .base import Completion, Request
+
+GOLDEN_VERSION = "g1"  # bump whenever golden-rationale outputs change (joins the identity when any are known)
 
 VERSION = "v1"  # bump whenever the text of an existing prompt kind's outputs changes (it keys the cache)
 UNSURE = " I am not sure."
@@ -68,16 +71,30 @@ def match_stage1(prompt: str) -> Fields | None:
 def respond_stage1(teacher: ReferenceTeacher, f: Fields, req: Request, rng: random.Random) -> str:
     ex = teacher.lookup(f["question"])
     if ex is None:
-        return UNSURE
+        golden = teacher.golden.get(f["question"])
+        return UNSURE if golden is None else " " + golden_rationale(golden)
     return teacher.rationale(ex, req, rng)
 
 
 def respond_stage2(teacher: ReferenceTeacher, f: Fields, req: Request, rng: random.Random) -> str:
     ex = teacher.lookup(f["question"])
     if ex is None:
-        return UNSURE
+        golden = teacher.golden.get(f["question"])
+        return UNSURE if golden is None else f" {golden.answer.strip()}."
     answer = rationale_answer(trace_generator(ex.trace or []), f["rationale"])
     return UNSURE if answer is None else f" {answer}."
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def golden_rationale(ex: Example) -> str:
+    """The dataset's own rationale, stripped. GSM8K's calculator annotations (``<<48/2=24>>``) are deleted:
+    they are tool calls for the GSM8K calculator, not reasoning text a teacher would write (our choice)."""
+    text = ex.rationale or ""
+    if ex.id.startswith("gsm8k:"):
+        text = _CALCULATOR.sub("", text)
+    return text.strip()
 
 
 ZS_COT_KINDS = (
@@ -107,10 +124,18 @@ class ReferenceTeacher:
         self.kinds: tuple[PromptKind, ...] = tuple(extra_kinds) + ZS_COT_KINDS
         # Only examples with a trace are known; a question seen twice keeps its first example.
         self.examples: dict[str, Example] = {}
+        # Examples with no trace but a dataset rationale: answered with it (golden, see the module docstring).
+        self.golden: dict[str, Example] = {}
         for ex in examples:
             if ex.trace:
                 self.examples.setdefault(ex.question, ex)
+            elif ex.rationale and ex.rationale.strip():
+                self.golden.setdefault(ex.question, ex)
+        for q in self.examples:
+            self.golden.pop(q, None)
         self.identity = f"reference:{VERSION}:err={self.error_rate:g}:div={self.diversity}:seed={self.seed}"
+        if self.golden:  # these prompts used to get UNSURE: a new identity so no cached UNSURE is reused
+            self.identity += f":golden-{GOLDEN_VERSION}"
         if extra_kinds:  # new prompt kinds may answer prompts that used to get UNSURE
             self.identity += ":+" + ",".join(k.name for k in extra_kinds)
 

@@ -1,4 +1,4 @@
-# answer: 42
+# answer: 45
 import bisect
 import heapq
 import re
@@ -18,4 +18,4 @@ smallest = heapq.nsmallest(1, [5, 3, 9])[0]  # 3
 pos = bisect.bisect([1, 2, 4], 3)  # 2
 nums = [int(x) for x in re.findall(r"\d+", "a1b2")]  # [1, 2]
 money = Decimal("0.1") * 3  # 0.3
-ans = words["the"] + pairs + days + mean + product - smallest - pos + sum(nums) - 3 + int(money * 10) - 3
+ans = words["the"] + pairs + days + mean + product - smallest - pos + sum(nums) - 3 + int(money * 10) - 3  # 45

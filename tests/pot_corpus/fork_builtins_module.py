@@ -1,4 +1,4 @@
-# guarded: forbidden import: builtins
+# guarded: forbidden attribute: __import__
 # os-only: any
 # os-needs: noproc
 import builtins

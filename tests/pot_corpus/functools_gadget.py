@@ -1,9 +1,9 @@
-# guarded: forbidden import: functools.update_wrapper
+# guarded: cannot import name 'update_wrapper'
 # os-only: any
 # os-needs: noproc
 # update_wrapper copies attributes named by strings: a classic way to smuggle __globals__ out.
-from functools import update_wrapper
 from fractions import Fraction
+from functools import update_wrapper
 
 
 class Sink:

@@ -1,5 +1,5 @@
-# guarded: memory
-# os-only: memory
+# guarded: memory|timeout
+# os-only: memory|timeout
 hoard = []
 while True:
     hoard.append([0] * 10 ** 6)

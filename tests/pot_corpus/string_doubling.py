@@ -1,5 +1,5 @@
-# guarded: memory
-# os-only: memory
+# guarded: memory|timeout
+# os-only: memory|timeout
 s = "x"
 while True:
     s += s

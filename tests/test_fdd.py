@@ -1,0 +1,309 @@
+"""FDD (issue 7): dataset versioning, the reference teacher's FDD kinds, the easy/hard split and expansion,
+tiny end-to-end runs (CoT and PoT) and resuming without repeated teacher calls."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, compose
+from sgft_lab.benchmarks.embedded import generate_examples
+from sgft_lab.data.fdd import POT_SUFFIX, FddDataset, FddProblem, NgramIndex, pot_prompt, word_ngrams
+from sgft_lab.io import read_json, read_jsonl
+from sgft_lab.teachers.base import Request, SamplingParams
+from sgft_lab.teachers.reference import UNSURE
+from sgft_lab.teachers.reference_fdd import (
+    arithmetic_program,
+    build_reference_teacher,
+    fill,
+    remember,
+)
+
+EASY = "Solved:\n{question}\nHarder please."
+HARD = "Failed:\n{question}\nSimilar please."
+HOT = SamplingParams(temperature=0.7, max_tokens=256)
+
+
+@pytest.fixture(scope="module")
+def arith():
+    return generate_examples("arithmetic", 30, 2, seed=5, id_prefix="a:")
+
+
+def teacher_for(examples, error_rate=0.0, seed=0):
+    return build_reference_teacher(examples, error_rate, 4, seed, EASY, HARD)
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+def test_ngrams_and_overlap():
+    assert word_ngrams("A b c", 8) == {("a", "b", "c")}
+    assert len(word_ngrams(" ".join(f"w{i}" for i in range(10)), 8)) == 3
+    idx = NgramIndex(["Tom has 5 apples and he buys 3 more apples today at the shop."], n=8)
+    assert idx.overlap("Tom has 5 apples and he buys 3 more apples today at the shop.") == 1.0
+    assert idx.overlap("Tom has 5 apples and he buys 3 more apples today at the fair.") == pytest.approx(6 / 7)  # 14 words: 7 grams, the last differs
+    assert idx.overlap("Mary has 7 pears and she sells 2 of them on the way home now.") == 0.0
+
+
+def test_dataset_versioning_pairs_and_errors(tmp_path):
+    ds = FddDataset([FddProblem("a", "Q one?", "3", rationale=" 1 + 2 = 3."),
+                     FddProblem("b", "Q two?", "4"),
+                     FddProblem("c", "Q three?", "5", "harder", 1, "a", "ans = 5", {"votes": [5, 5]})])
+    assert ds.counts() == {"problems": 3, "with_rationale": 2, "train": 2, "harder": 1, "similar": 0}
+    with pytest.raises(ValueError, match="duplicate problem id"):
+        ds.add([FddProblem("a", "other", "1")])
+    with pytest.raises(ValueError, match="repeats a question"):
+        ds.add([FddProblem("d", "  q ONE? ", "1")])
+    cot = ds.pairs("cot", "decoder")
+    assert [p.example_id for p in cot] == ["a", "c"]
+    assert cot[0].input == "Q one? ###" and cot[0].label == " 1 + 2 = 3. --> 3" and cot[1].source == "fdd:harder"
+    pot = ds.pairs("pot", "decoder")
+    assert pot[1].input == "Q three?" + POT_SUFFIX and pot[1].label == " ans = 5"
+    assert pot_prompt(" Q? ").endswith("(return ans) to solve the question.") and "Let\u2019s" in POT_SUFFIX
+
+    ds.save(tmp_path / "round_1" / "dataset.jsonl")
+    back = FddDataset.load(tmp_path / "round_1" / "dataset.jsonl")
+    assert [p.to_dict() for p in back] == [p.to_dict() for p in ds]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "question": "q", "answer": "1"}\n{"id": "y", "question": 3, "answer": "1"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: row 2: field 'question'"):
+        FddDataset.load(bad)
+    bad.write_text('{"id": "x", "question": "q", "answer": "1", "origin": "alien"}\n')
+    with pytest.raises(ValueError, match="row 1: .*origin 'alien'"):
+        FddDataset.load(bad)
+
+
+def test_datamodule_serves_the_round_version():
+    from sgft_lab.config import StudentConfig
+    from sgft_lab.data.fdd import FddDataModule
+    from sgft_lab.students.build import build_student
+
+    ds = FddDataset([FddProblem(str(i), f"Question {i}?", str(i), rationale=f"It is {i}.") for i in range(5)]
+                    + [FddProblem("x", "No rationale?", "1")])
+    pairs = ds.pairs("cot", "decoder")
+    student = build_student(StudentConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                          vocab_size=300), corpus=[p.input + p.label for p in pairs])
+    dm = FddDataModule(student, ds, "cot", [], [], batch_size=4)
+    assert dm.dataset is ds and len(dm.train_pairs) == 5
+    batches = list(dm.train_dataloader())
+    assert [b["input_ids"].shape[0] for b in batches] == [4, 1]
+
+
+# ------------------------------------------------------------------------------ reference teacher
+
+
+def test_variant_kinds_harder_and_similar(arith):
+    t = teacher_for(arith)
+    parent = arith[0]
+    easy, hard = fill(EASY, parent.question), fill(HARD, parent.question)
+    out = t.complete([Request(easy, HOT, 0), Request(hard, HOT, 0), Request(easy, HOT, 1)])
+    harder, similar, harder2 = (o.text for o in out)
+    assert len({parent.question, harder, similar, harder2}) == 4
+    assert t.lookup(harder).meta["difficulty"] == parent.meta["difficulty"] + 1
+    assert t.lookup(similar).meta["difficulty"] == parent.meta["difficulty"]
+    # The teacher can now solve what it wrote, with both rationale kinds.
+    assert t.complete([Request(f"Q: {similar}\nA: Let's think step by step.", HOT)])[0].text != UNSURE
+    assert "ans =" in t.complete([Request(pot_prompt(similar), HOT)])[0].text
+    # Unknown parents and other prompts: not sure.
+    assert t.complete([Request(fill(EASY, "Who knows?"), HOT)])[0].text == UNSURE
+
+    # A fresh teacher (a resumed run) re-learns a variant by replaying its request, without the cache.
+    fresh = teacher_for(arith)
+    assert fresh.lookup(harder) is None
+    remember(fresh, [Request(easy, HOT, 0)])
+    assert fresh.lookup(harder) is not None and fresh.lookup(harder).answer == t.lookup(harder).answer
+
+
+def test_pot_programs_execute_to_the_gold_and_errors_are_wrong(arith):
+    from sgft_lab.pot import extract_program, run_many
+
+    exs = arith[:6]
+    rng = random.Random(0)
+    programs = [arithmetic_program(ex.trace, style) for ex in exs[:4] for style in range(4)]
+    wrong = [arithmetic_program(ex.trace, 0, err, rng) for ex in exs[4:] for err in ("number", "operator", "crash")]
+    teacher_out = teacher_for(exs).complete([Request(pot_prompt(exs[0].question), SamplingParams())])[0].text
+    res = run_many(programs + wrong + [extract_program(teacher_out)], timeout_s=5)
+    golds = [float(ex.answer) for ex in exs[:4] for _ in range(4)]
+    assert all(r.ok and abs(r.answer - g) < 1e-9 for r, g in zip(res[:16], golds))
+    assert teacher_out.startswith("```python\n") and res[-1].ok and res[-1].answer == float(exs[0].answer)
+    for r, ex in zip(res[16:22], [e for e in exs[4:] for _ in range(3)]):
+        assert not r.ok or abs(r.answer - float(ex.answer)) > 1e-9
+    assert "NameError" in res[18].error
+
+
+# --------------------------------------------------------------------------- feedback and expansion
+
+
+def _setup(tmp_path, examples, **fdd):
+    """A Setup over ``examples`` (the training set) with the reference teacher at error rate 0.2."""
+    from sgft_lab.benchmarks.record import Splits
+    from sgft_lab.config import validate
+    from sgft_lab.methods.common import RunContext
+    from sgft_lab.methods.fdd import Programs, Setup
+    from sgft_lab.teachers.cache import TeacherCache
+
+    cfg = validate(compose(["method=fdd", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
+                            *[f"method.fdd.{k}={v}" for k, v in fdd.items()]]))
+    cfg.method.fdd.easy_prompt, cfg.method.fdd.hard_prompt = EASY, HARD
+    return Setup(cfg=cfg, ctx=RunContext(cfg, tmp_path / "run"), splits=Splits("multiarith", list(examples), [], []),
+                 teacher=teacher_for(examples, error_rate=0.2), cache=TeacherCache(tmp_path / "cache.sqlite"),
+                 family="decoder", programs=Programs(5.0, 512, 2), eval_sets={}, test_index=NgramIndex([], 8))
+
+
+def _pool(examples):
+    return FddDataset(FddProblem(ex.id, ex.question, ex.answer, rationale="r") for ex in examples)
+
+
+def test_easy_hard_split_and_variant_counts(tmp_path, arith):
+    from sgft_lab.methods.fdd import expand, score_completions
+
+    s = _setup(tmp_path, arith)
+    pool = _pool(arith[:20])
+    # The split: a completion reaching the gold after '-->' is easy, anything else hard.
+    completions = [f"x --> {p.answer}" if i % 3 == 0 else "x --> 999" for i, p in enumerate(pool)]
+    feedback = score_completions(s, list(pool), completions)
+    easy = {r["id"] for r in feedback if r["correct"]}
+    assert len(easy) == 7 and all(r["correct_format"] for r in feedback)
+
+    grown, counts, cands = expand(s, 1, pool, feedback)
+    assert (counts["easy"], counts["hard"]) == (7, 13)
+    assert (counts["requested"], counts["requested_harder"], counts["requested_similar"]) == (20, 7, 13)
+    assert counts["requested"] == counts["generated"] + counts["unusable"] and counts["unusable"] == 0
+    assert counts["generated"] == counts["kept"] + counts["rejected"] == 20
+    assert counts["rejected"] == counts["rejected_by"]["unverified"] > 0  # error_rate 0.2: some disagree
+    assert len(grown) == 20 + counts["kept"] and len(pool) == 20  # the old version is untouched
+    for c in cands:
+        assert c.kind == ("harder" if c.parent_id in easy else "similar")
+        diff = s.teacher.lookup(c.question).meta["difficulty"]
+        assert diff == 2 + (c.kind == "harder")
+        if c.status == "kept":  # 2-of-3 agreement at error rate 0.2 is right in these cases
+            assert c.answer == s.teacher.lookup(c.question).answer and c.rationale
+    assert s.accounting.stages["variant"].teacher_calls == 20
+    assert s.accounting.stages["rationale"].teacher_calls == 3 * 20
+
+    # Asked again (next round), each problem gets the next sample: new questions, none cached.
+    again, counts2, cands2 = expand(s, 2, grown, feedback)
+    assert counts2["requested"] == min(len(grown), len(arith))  # capped at |original train|
+    firsts = {c.parent_id: c.question for c in cands}
+    assert all(c.sample_index == 1 and c.question != firsts[c.parent_id] for c in cands2 if c.parent_id in firsts)
+
+
+def test_dedupe_against_pool_and_test_and_cap(tmp_path, arith):
+    from sgft_lab.methods.fdd import expand
+
+    pool_exs = arith[:4]
+    s = _setup(tmp_path, arith, max_new_per_round=3)
+    pool = _pool(pool_exs)
+    feedback = [{"id": p.id, "correct": False} for p in pool]
+    _, counts, cands = expand(s, 1, pool, feedback)
+    assert counts["requested"] == 3 and len({c.parent_id for c in cands}) == 3
+
+    # Make the teacher's new problems collide: one with a test question, one with the pool.
+    s2 = _setup(tmp_path / "b", arith, max_new_per_round=10)
+    cands_q = [c.question for c in cands]
+    s2.test_index = NgramIndex([cands_q[0]], 8)
+    pool2 = FddDataset(list(pool) + [FddProblem("dup", cands_q[1], "1")])
+    _, counts2, cands2 = expand(s2, 1, pool2, feedback + [{"id": "dup", "correct": True}])
+    status = {c.question: c.status for c in cands2}
+    assert status[cands_q[0]] == "duplicate_eval" and status[cands_q[1]] == "duplicate_pool"
+    assert counts2["rejected_by"]["duplicate_eval"] >= 1 and counts2["rejected_by"]["duplicate_pool"] >= 1
+    # Dropped problems are never sent to the teacher for labelling.
+    assert s2.accounting.stages["rationale"].samples == 3 * (counts2["generated"] - counts2["rejected_by"][
+        "duplicate_eval"] - counts2["rejected_by"]["duplicate_pool"])
+
+
+# --------------------------------------------------------------------------------------- end to end
+
+FAST = [o for o in TINY if not o.startswith(("benchmark.n_train", "trainer.max_epochs"))] + [
+    "benchmark.n_train=24", "method.fdd.epochs_per_round=1", "method.fdd.rounds=2", "student.max_new_tokens=40"]
+
+
+def _run(tmp_path, *overrides):
+    from sgft_lab.config import validate
+    from sgft_lab.methods.fdd import run
+
+    cfg = validate(compose([*FAST, f"paths.output_dir={tmp_path}", *overrides]))
+    return run(cfg, tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def cot_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fdd_cot")
+    return tmp, _run(tmp, "method=fdd")
+
+
+@pytest.mark.slow
+def test_cot_end_to_end_records_every_round(cot_run):
+    tmp, res = cot_run
+    assert res["metric"] == "ftcot" and res["rationale"] == "cot" and len(res["per_round"]) == 3
+    sizes = [b["dataset_problems"] for b in res["per_round"]]
+    assert sizes[0] == 24 and sizes[0] < sizes[1] < sizes[2]
+    for b in res["per_round"]:
+        assert 0.0 <= b["test_accuracy"] <= 1.0
+    for r in (1, 2):
+        b = res["per_round"][r]
+        assert b["easy"] + b["hard"] == sizes[r - 1] and b["kept"] == sizes[r] - sizes[r - 1]
+        d = tmp / "run" / "rounds" / f"round_{r}"
+        for name in ("dataset.jsonl", "counts.json", "feedback.jsonl", "generated.jsonl", "train.jsonl",
+                     "summary.json", "student/weights.pt", "predictions/epoch_000.jsonl"):
+            assert (d / name).is_file(), name
+        assert len(read_jsonl(d / "dataset.jsonl")) == sizes[r]
+    rows = read_jsonl(tmp / "run" / "rounds" / "round_2" / "train.jsonl")
+    assert all(" --> " in p["label"] for p in rows)
+    csv = (tmp / "run" / "metrics.csv").read_text().splitlines()
+    assert "round_test_accuracy_ftcot" in csv[0] and len(csv) == 4
+    assert res["teacher_calls"] > 0
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_rounds_without_teacher_calls(cot_run):
+    tmp, first = cot_run
+    run_dir = tmp / "run"
+    r2 = run_dir / "rounds" / "round_2"
+    before = read_jsonl(r2 / "dataset.jsonl")
+    # A kill inside round 2's expansion: only round 2's feedback survived.
+    for p in r2.iterdir():
+        if p.name != "feedback.jsonl":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    res = _run(tmp, "method=fdd")
+    assert res["teacher_calls"] == 0 and res["cache_hits"] > 0
+    assert [b["resumed"] for b in res["per_round"]] == [True, True, False]
+    assert read_jsonl(r2 / "dataset.jsonl") == before  # same problems, labels and rationales
+    # Rerun once more: everything is finished, nothing is recomputed.
+    again = _run(tmp, "method=fdd")
+    assert again["teacher_calls"] == 0 and all(b["resumed"] for b in again["per_round"])
+    assert [b["test_accuracy"] for b in again["per_round"]] == [b["test_accuracy"] for b in res["per_round"]]
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 4  # rounds logged once each
+
+
+@pytest.mark.slow
+def test_pot_end_to_end(tmp_path):
+    res = _run(tmp_path, "method=fdd_pot", "method.fdd.rounds=1")
+    assert res["metric"] == "fdd_numeric" and res["rationale"] == "pot" and len(res["per_round"]) == 2
+    d0 = tmp_path / "run" / "rounds" / "round_0"
+    samples = read_jsonl(d0 / "teacher" / "samples.jsonl")
+    assert all(s["correct"] == (s["ok"] and float(s["executed"]) == float(s["answer"])) for s in samples)
+    train = read_jsonl(d0 / "train.jsonl")
+    assert train and all(p["input"].endswith(POT_SUFFIX) and "ans =" in p["label"] for p in train)
+    preds = read_jsonl(d0 / "predictions" / "epoch_000.jsonl")
+    assert {p["split"] for p in preds} == {"val", "test"} and all("error" in p for p in preds)
+    gen = read_jsonl(tmp_path / "run" / "rounds" / "round_1" / "generated.jsonl")
+    kept = [g for g in gen if g["status"] == "kept"]
+    assert kept and all(sum(v is not None and abs(v - float(g["answer"])) <= 1e-4 for v in g["votes"]) >= 2
+                        for g in kept)
+    assert read_json(tmp_path / "run" / "rounds" / "round_1" / "counts.json")["requested"] == 24
+
+
+def test_config_errors(tmp_path):
+    from sgft_lab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="method.fdd.rationale"):
+        _run(tmp_path, "method=fdd", "method.fdd.rationale=both")
+    with pytest.raises(ConfigError, match="pot needs numeric answers"):
+        _run(tmp_path, "method=fdd_pot", "benchmark=embedded_coin_flip")
+    with pytest.raises(ConfigError, match="needs teacher=reference"):
+        _run(tmp_path, "method=fdd", "method.fdd.verify=reference", "teacher=replay")
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written on a config error

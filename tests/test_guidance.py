@@ -1,0 +1,225 @@
+"""SGFT's Solution Guidance: prompts, step parsing, the filter (kept and rejected examples of every rule),
+the reference SG writer and the reference teacher's SG prompt kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from sgft_lab.benchmarks.embedded import generate_examples
+from sgft_lab.benchmarks.record import Example
+from sgft_lab.guidance import (
+    PROMPT_IV,
+    REASONS,
+    RETRY_INSTRUCTION,
+    FilterRules,
+    check_sg,
+    format_steps,
+    guided_solution,
+    normalize_sg,
+    parse_steps,
+    reference_guidance,
+    reference_guidance_kind,
+    response_prompt,
+    sg_prompt,
+    split_sg_prompt,
+)
+
+GOOD = "Step 1: Find how many apples Tom has at the start.\nStep 2: Find how many he has after buying more: add."
+
+
+def reasons(text: str, **rules) -> list[str]:
+    return check_sg(text, FilterRules(**rules))[1]
+
+
+# --- prompts -----------------------------------------------------------------------------------------------
+
+
+def test_prompt_iv_is_exact_and_the_user_message_layout():
+    assert PROMPT_IV == ("Please generate a step-by-step solution for the following problem with no calculations."
+                         "\n You don't need to solve it, just output the steps in 2 to 6 steps.")
+    assert sg_prompt(" Tom has 3 apples. ") == PROMPT_IV + "\n\nTom has 3 apples."
+    assert sg_prompt("Q?", retry=True) == PROMPT_IV + "\n" + RETRY_INSTRUCTION + "\n\nQ?"
+    assert RETRY_INSTRUCTION == "Do not include any calculations or numeric operations; only describe high-level steps."
+
+
+def test_prompt_variants_known_fragments_and_few_shot_rules():
+    assert "You don't need to solve it; just output the steps in 2 to 6 steps." in sg_prompt("Q", "II")
+    for v in ("I",):
+        p = sg_prompt("Q", v)
+        assert all(f in p for f in ("[Problem Type]", "[Solution Objective]", "[Constraints]",
+                                    "[Priorities and Considerations]"))
+    shots = [("A?", "Step 1: a\nStep 2: b")]
+    p3, p5 = sg_prompt("Q", "III", shots), sg_prompt("Q", "V", shots)
+    assert "You don't need to solve it, just output" in p3 and "Examples for the SG data are as follows:" in p3
+    assert p5.startswith(PROMPT_IV) and p5.endswith("\n\nQ") and "Question: A?\nSolution Guidance:\nStep 1: a" in p5
+    with pytest.raises(ValueError, match="few-shot"):
+        sg_prompt("Q", "V")
+    with pytest.raises(ValueError, match="zero-shot"):
+        sg_prompt("Q", "IV", shots)
+    with pytest.raises(ValueError, match="unknown SG prompt"):
+        sg_prompt("Q", "VI")
+
+
+def test_split_sg_prompt_round_trips_every_variant():
+    shots = [("A?", "Step 1: a\nStep 2: b")]
+    for variant in ("I", "II", "III", "IV", "V"):
+        for retry in (False, True):
+            p = sg_prompt("How many?", variant, shots if variant in ("III", "V") else (), retry=retry)
+            assert split_sg_prompt(p, {"How many?"}) == {"variant": variant, "retry": retry, "question": "How many?"}
+    # a question holding a blank line is found when the question is known
+    assert split_sg_prompt(sg_prompt("Part one.\n\nPart two?"), {"Part one.\n\nPart two?"})["question"] == \
+        "Part one.\n\nPart two?"
+    assert split_sg_prompt("Q: Tom has 3 apples.\nA: Let's think step by step.") is None
+
+
+def test_response_prompt_is_the_default_template():
+    assert response_prompt(" Q? ", "Step 1: a\nStep 2: b\n") == "Question: Q?\nSolution Guidance:\nStep 1: a\nStep 2: b\nAnswer:"
+    assert response_prompt("Q", "S", "{sg} || {question}") == "S || Q"
+
+
+# --- parsing -----------------------------------------------------------------------------------------------
+
+
+def test_parse_steps_formats_preamble_markdown_and_continuations():
+    text = ("Sure! Here is the guidance:\n\n**Step 1:** Find the total.\n  - 2) Subtract what was used\n"
+            "   and keep the rest.\n3. Check the result.\n### Step 4 - State the result in words.")
+    assert parse_steps(text) == ["Find the total.", "Subtract what was used and keep the rest.",
+                                 "Check the result.", "State the result in words."]
+    assert parse_steps("No steps at all.") == []
+    assert parse_steps("3.5 apples are left.") == []  # "k." needs a space after it
+    assert format_steps(["a", "b"]) == "Step 1: a\nStep 2: b"
+    assert normalize_sg("1. a\n2. b") == "Step 1: a\nStep 2: b" and normalize_sg("  free text ") == "free text"
+
+
+# --- the filter: kept and rejected examples of every rule ----------------------------------------------------
+
+
+def test_good_sg_passes():
+    steps, why = check_sg(GOOD)
+    assert why == [] and len(steps) == 2
+
+
+def test_rule_step_count():
+    assert reasons("Step 1: Do everything.") == ["too_few_steps"]
+    assert reasons("Just solve it.") == ["too_few_steps"]
+    six = format_steps([f"Do part {c}." for c in "abcdef"])
+    seven = format_steps([f"Do part {c}." for c in "abcdefg"])
+    assert reasons(six) == [] and reasons(seven) == ["too_many_steps"]
+    assert reasons(six, max_steps=5) == ["too_many_steps"] and reasons("Step 1: x", min_steps=1) == []
+
+
+def test_rule_arithmetic_expression():
+    for bad in ("Step 1: Add 3 + 4 apples.\nStep 2: Go.", "Step 1: Compute 12*3.\nStep 2: Go.",
+                "Step 1: Take 10 - 2.\nStep 2: Go.", "Step 1: Split 8 / 2.\nStep 2: Go."):
+        assert "arithmetic_expression" in reasons(bad), bad
+    assert reasons("Step 1: Add the 3 apples to the 4 pears.\nStep 2: Multiply 3 times 4.") == []
+    assert reasons("Step 1: Add 3 + 4.\nStep 2: Go.", arithmetic=False) == []
+
+
+def test_rule_equals_number():
+    assert reasons("Step 1: Let x = 5.\nStep 2: Go.") == ["equals_number"]
+    assert reasons("Step 1: Let x = the total.\nStep 2: Go.") == []
+    assert reasons("Step 1: Let x = 5.\nStep 2: Go.", equals_number=False) == []
+
+
+def test_rule_final_answer():
+    for bad in ("So the answer is 42.", "The final answer is (C).", "answer is C", "Answer: yes", "The answer is $5."):
+        assert "final_answer" in reasons(f"Step 1: Think.\nStep 2: {bad}"), bad
+    for ok in ("Write down the answer.", "The answer is the total number of apples.", "Answer the question."):
+        assert reasons(f"Step 1: Think.\nStep 2: {ok}") == [], ok
+    assert reasons("Step 1: Think.\nStep 2: The answer is 4.", final_answer=False) == []
+
+
+def test_rule_long_number():
+    assert reasons("Step 1: Note the 12345 people.\nStep 2: Go.") == ["long_number"]
+    assert reasons("Step 1: Note the 10,000 people.\nStep 2: Go.") == ["long_number"]
+    assert reasons("Step 1: Note the year 2024.\nStep 2: Go.") == []
+    assert reasons("Step 1: Note the 12345 people.\nStep 2: Go.", max_number_digits=5) == []
+
+
+def test_rule_math_symbols():
+    for sym in "×÷∑∫√^":
+        assert reasons(f"Step 1: Use {sym} here.\nStep 2: Go.") == ["math_symbol"], sym
+    assert reasons("Step 1: Use a square root here.\nStep 2: Go.") == []
+
+
+def test_optional_any_number_rule():
+    text = "Step 1: Start from the 3 apples.\nStep 2: Go."
+    assert reasons(text) == [] and reasons(text, any_number=True) == ["number"]
+
+
+def test_preamble_is_not_filtered_but_steps_are():
+    assert reasons("The answer is 5, but here are the steps:\n" + GOOD) == []
+    assert set(REASONS) >= {"too_few_steps", "too_many_steps", "arithmetic_expression", "equals_number",
+                            "final_answer", "long_number", "math_symbol"}
+
+
+# --- reference SG -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("generator,difficulty", [("arithmetic", 2), ("arithmetic", 4), ("coin_flip", 4),
+                                                  ("coin_flip", 9), ("last_letters", 4), ("last_letters", 8)])
+def test_reference_sg_of_embedded_tasks_passes_the_strict_filter(generator, difficulty):
+    for ex in generate_examples(generator, 20, difficulty, 0):
+        steps = reference_guidance(ex)
+        assert check_sg(format_steps(steps), FilterRules(any_number=True))[1] == [], steps
+        solution = guided_solution(ex)
+        assert solution.startswith(" Step 1: ") and solution.endswith(f"The answer is {ex.answer}.")
+        assert solution.count("\nStep ") == len(steps) - 1  # one solution line per SG step
+
+
+def test_reference_sg_arithmetic_names_what_to_find_without_numbers():
+    ex = next(e for e in generate_examples("arithmetic", 50, 2, 0) if e.trace[1]["kind"] == "add")
+    steps = reference_guidance(ex)
+    assert steps[0] == f"Find how many {ex.trace[0]['object']} {ex.trace[0]['name']} has at the start."
+    assert steps[1].endswith(": add.")
+
+
+def test_reference_sg_from_gsm8k_solution_removes_every_result():
+    ex = Example("gsm8k:0", "Lia buys 3 packs of 12 eggs and uses 10. How many eggs are left?", "26", "number",
+                 rationale="Lia buys 3 * 12 = <<3*12=36>>36 eggs.\nShe has 36 - 10 = <<36-10=26>>26 left.")
+    steps = reference_guidance(ex)
+    assert steps == ["Lia buys 3 times 12 eggs.", "She has the earlier result minus 10 left."]
+    assert "36" not in " ".join(steps) and "26" not in " ".join(steps)
+
+
+def test_reference_sg_from_strategyqa_facts_and_decomposition():
+    facts = Example("strategy_qa:0", "Can a cat fit in a teacup?", "No", "yes_no",
+                    rationale="Teacups hold about 200 ml. Adult cats are much larger than that.")
+    assert reference_guidance(facts) == ["Recall that teacups hold about 200 ml.",
+                                         "Recall that adult cats are much larger than that.",
+                                         "Decide whether these facts mean yes or no."]
+    dec = Example("strategy_qa:1", "Q?", "Yes", "yes_no", meta={"decomposition": ["What is A?", "Is #1 big?"]})
+    assert reference_guidance(dec) == ["What is A?", "Is #1 big?"]
+    assert reference_guidance(Example("x:0", "Q?", "1", "number")) is None
+
+
+# --- the reference teacher's SG prompt kind -----------------------------------------------------------------
+
+
+def _complete(teacher, prompts):
+    from sgft_lab.teachers.base import Request, SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=256)
+    return [c.text for c in teacher.complete([Request(p, params, 0) for p in prompts])]
+
+
+def test_reference_teacher_answers_sg_prompts_and_retries():
+    from sgft_lab.teachers.reference import UNSURE, ReferenceTeacher
+
+    exs = generate_examples("arithmetic", 40, 2, 0)
+    clean = ReferenceTeacher(exs, error_rate=0.0, extra_kinds=[reference_guidance_kind(exs)])
+    outs = _complete(clean, [sg_prompt(e.question) for e in exs] + [sg_prompt("An unknown question?")])
+    assert all(not check_sg(o)[1] for o in outs[:-1]) and outs[-1] == UNSURE
+    assert outs[0] == format_steps(reference_guidance(exs[0]))
+    # stage-1 zero-shot-CoT prompts still reach the built-in kinds
+    assert "=" in _complete(clean, ["Q: " + exs[0].question + "\nA: Let's think step by step."])[0]
+
+    sloppy = ReferenceTeacher(exs, error_rate=1.0, extra_kinds=[reference_guidance_kind(exs)])
+    first = _complete(sloppy, [sg_prompt(e.question) for e in exs])
+    assert all(check_sg(o)[1] for o in first)  # every first draft breaks a rule
+    kinds = {r for o in first for r in check_sg(o)[1]}
+    assert {"arithmetic_expression", "equals_number", "final_answer", "too_few_steps"} <= kinds
+    strict = ReferenceTeacher(exs, error_rate=0.0, extra_kinds=[reference_guidance_kind(exs)])
+    retried = _complete(strict, [sg_prompt(e.question, retry=True) for e in exs])
+    assert all(not check_sg(o, FilterRules(any_number=True))[1] for o in retried)

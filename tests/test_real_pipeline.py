@@ -1,0 +1,45 @@
+"""End-to-end on a real benchmark: Fine-tune-CoT on GSM8K with golden rationales and a real HF checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_sgft
+from sgft_lab.io import read_jsonl
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CHECKPOINT = SHARED / "models" / "TinyStories-656K"
+DATA = SHARED / "data"
+
+pytestmark = [
+    pytest.mark.shared,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHECKPOINT / "config.json").is_file() or not (DATA / "gsm8k").is_dir(),
+                       reason=f"needs ../shared ({CHECKPOINT} and {DATA / 'gsm8k'}) beside the repo"),
+]
+
+
+def test_fine_tune_cot_on_gsm8k_with_golden_rationales(tmp_path: Path):
+    run_sgft(["method=fine_tune_cot", "benchmark=gsm8k", "teacher=reference", "student=hf",
+              f"student.name_or_path={CHECKPOINT}", f"paths.data_dir={DATA}", "benchmark.n_shot=64",
+              "trainer.max_epochs=2", "trainer.max_eval_examples=32", "student.max_new_tokens=64",
+              "trainer.threads=1", "trainer.enable_progress_bar=false", "print_table=false"], tmp_path)
+    (path,) = (tmp_path / "outputs" / "runs").rglob("results.json")
+    res = json.loads(path.read_text())
+    assert (res["benchmark"], res["student"], res["teacher"]) == ("gsm8k", "hf", "reference")
+    assert res["n_train_questions"] == 64 and (res["n_val"], res["n_test"]) == (32, 32)
+    # Golden rationales with gold answers: the teacher answered every question, the filter kept all of them.
+    assert res["teacher_calls"] == 128 and res["filter"]["kept"] == res["filter"]["total"] == 64
+    assert 0.0 <= res["metrics"]["accuracy"] <= 1.0 and len(res["history"]) == 2
+    run_dir = path.parent
+    samples = read_jsonl(run_dir / "teacher" / "samples.jsonl")
+    assert all(s["reasoning_completion"].strip() and "<<" not in s["reasoning_completion"] for s in samples)
+    pairs = read_jsonl(run_dir / "data" / "train.jsonl")
+    gold = {s["example_id"]: s["answer"] for s in samples}
+    for p in pairs:
+        assert p["input"].endswith(" ###") and p["label"].endswith(f" --> {gold[p['example_id']]}")
+    preds = read_jsonl(run_dir / "predictions" / "epoch_001.jsonl")
+    assert len(preds) == 64 and {r["split"] for r in preds} == {"val", "test"}

@@ -1,0 +1,211 @@
+"""SGFT: the SG dataset/DataModule, SG generation with the filter counts, the LISA callback, an end-to-end tiny
+run and the guide x response multirun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, compose, run_sgft
+from sgft_lab.config import StudentConfig, TrainerConfig, validate
+
+SMALL_ARCH = dict(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, vocab_size=300)
+# An end-to-end SGFT run in seconds: TINY plus a tiny response model, a small pre-training pool, short outputs.
+SGFT_TINY = [
+    "method=sgft", *TINY, "benchmark.n_train=32", "benchmark.n_test=6",
+    "method.response.hidden_size=32", "method.response.num_layers=1", "method.response.num_heads=2",
+    "method.response.intermediate_size=64", "method.response.vocab_size=300", "method.response.max_new_tokens=8",
+    "method.extra.response_pretrain.n_questions=30", "method.extra.response_pretrain.max_epochs=1",
+    "method.extra.guide_max_new_tokens=40", "method.extra.answer_max_new_tokens=40",
+    "method.rationale_max_tokens=24", "method.answer_max_tokens=6",
+    "method.extra.lisa.layers=1", "method.extra.lisa.interval=2",
+]
+
+
+def _results(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
+
+
+def _tiny_student(corpus: list[str], **arch):
+    from sgft_lab.students.build import build_student
+
+    import lightning.pytorch as pl
+
+    pl.seed_everything(0, verbose=False)
+    return build_student(StudentConfig(**{**SMALL_ARCH, **arch}), corpus=corpus)
+
+
+# --- SG generation, filter counts and the SG DataModule -----------------------------------------------------
+
+
+def _records(n: int = 30, error_rate: float = 0.5):
+    from sgft_lab.benchmarks.embedded import generate_examples
+    from sgft_lab.methods.sgft import SGFTSettings, generate_guidance, sg_teacher
+    from sgft_lab.teachers.cache import TeacherCache
+    from sgft_lab.teachers.engine import TeacherAccounting
+
+    cfg = validate(compose(["method=sgft", f"teacher.error_rate={error_rate}"]))
+    exs = generate_examples("arithmetic", n, 2, 0, id_prefix="q")
+    teacher = sg_teacher(cfg, exs, SGFTSettings().filter)
+    acc = TeacherAccounting()
+    records, report = generate_guidance(teacher, TeacherCache(":memory:"), exs, SGFTSettings(), accounting=acc,
+                                        progress=False)
+    return records, report, acc
+
+
+def test_generate_guidance_counts_retries_and_drops():
+    records, report, acc = _records()
+    d = report.to_dict()
+    assert d["questions"] == len(records) == 30
+    assert d["passed_first_attempt"] + d["retried"] == 30 and d["kept"] + d["dropped"] == 30
+    assert d["retried"] > 0 and d["dropped"] > 0 and d["passed_retry"] > 0  # error_rate 0.5: all paths taken
+    assert sum(d["rejections_first_attempt"].values()) >= d["retried"]
+    assert acc.stages["guidance"].teacher_calls == 30 and acc.stages["guidance_retry"].teacher_calls == d["retried"]
+    kept = [r for r in records if r["guidance"]]
+    assert len(kept) == d["kept"] and all(r["guidance"].startswith("Step 1: ") for r in kept)
+    assert all(r["retry"] is None for r in records if not r["first_reasons"])
+
+
+def test_sg_datamodule_masks_the_prompt_and_ends_the_sg_with_eos():
+    from sgft_lab.data.datamodules import CoTDataModule
+    from sgft_lab.guidance import PROMPT_IV
+    from sgft_lab.methods.sgft import guidance_pairs
+    from sgft_lab.students.encode import IGNORE_INDEX
+
+    records, report, _ = _records(12, error_rate=0.0)
+    pairs = guidance_pairs(records + [{"example_id": "x", "question": "dropped?", "guidance": None}], "decoder")
+    assert len(pairs) == report.kept == 12  # dropped SGs make no pair
+    p = pairs[0]
+    assert p.input == f"{PROMPT_IV}\n\n{records[0]['question']}" and p.label == " " + records[0]["guidance"]
+    student = _tiny_student([q.input + q.label for q in pairs])
+    dm = CoTDataModule(student, pairs, [], [], batch_size=4, seed=0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[0] == 4
+    item = dm._train.items[0]
+    n_prompt = sum(1 for t in item["labels"] if t == IGNORE_INDEX)
+    tok = student.tokenizer
+    assert tok.decode(item["input_ids"][:n_prompt]) == pairs[0].input
+    assert item["labels"][-1] == tok.eos_token_id
+    assert tok.decode(item["labels"][n_prompt:-1]) == pairs[0].label  # loss on the SG tokens only
+
+
+# --- LISA ----------------------------------------------------------------------------------------------------
+
+
+def test_lisa_changes_the_active_set_and_never_updates_frozen_blocks():
+    import lightning.pytorch as pl
+    import torch
+
+    from sgft_lab.data.datamodules import CoTDataModule, Pair
+    from sgft_lab.students.lisa import LISACallback, find_blocks
+    from sgft_lab.students.module import StudentModule
+
+    pairs = [Pair(f"Question {i} ###", f" Step 1: find {i}.\nStep 2: add.") for i in range(24)]
+    student = _tiny_student([p.input + p.label for p in pairs])
+    blocks = find_blocks(student.model)
+    assert len(blocks) == 4
+    block_of = {id(p): i for i, b in enumerate(blocks) for p in b.parameters()}
+    params = dict(student.model.named_parameters())
+    lisa = LISACallback(n_active=1, interval=2, seed=0)
+
+    class Recorder(pl.Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = {n: p.detach().clone() for n, p in params.items()}
+            self.active = list(lisa.active)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            changed = {n for n, p in params.items() if not torch.equal(p.detach(), self.before[n])}
+            self.steps.append((self.active, changed))
+
+    rec = Recorder()
+    tc = TrainerConfig(max_epochs=1, batch_size=4, lr=1e-2, scheduler="constant", warmup_ratio=0.0)
+    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[lisa, rec])
+    trainer.fit(StudentModule(student, tc), datamodule=CoTDataModule(student, pairs, [], [], batch_size=4, seed=0))
+
+    assert [s for s, _ in lisa.history] == [0, 2, 4]
+    assert len({tuple(a) for _, a in lisa.history}) > 1  # the active set changes
+    for active, changed in rec.steps:
+        assert len(active) == 1
+        changed_blocks = {block_of[id(params[n])] for n in changed if id(params[n]) in block_of}
+        assert changed_blocks == set(active)  # frozen blocks never move, the active one does
+        assert any(id(params[n]) not in block_of for n in changed)  # embeddings / head always train
+    assert all(p.requires_grad for p in student.model.parameters())  # unfrozen again after training
+
+
+def test_lisa_resets_the_optimizer_state_of_newly_activated_blocks():
+    import torch
+
+    from sgft_lab.students.lisa import LISACallback
+
+    student = _tiny_student(["a b c d e f g"])
+    model = student.model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    lisa = LISACallback(n_active=1, interval=1)
+    blocks = lisa.blocks(model)
+
+    def step():
+        opt.zero_grad()
+        model(input_ids=torch.tensor([[5, 6, 7, 8]]), labels=torch.tensor([[5, 6, 7, 8]])).loss.backward()
+        opt.step()
+
+    lisa.apply(model, [1], opt)
+    step()
+    p1 = next(blocks[1].parameters())
+    head = model.lm_head.weight
+    assert opt.state[p1]["step"] == 1 and next(blocks[0].parameters()) not in opt.state
+    assert lisa.apply(model, [0], opt) == [0]
+    step()
+    assert opt.state[p1]["step"] == 1  # frozen: untouched, its (stale) state kept
+    assert lisa.apply(model, [1], opt) == [1]
+    assert p1 not in opt.state  # re-activated: fresh AdamW state
+    assert opt.state[head]["step"] == 2  # non-block parameters keep theirs
+    with pytest.raises(ValueError, match="gamma"):
+        LISACallback(n_active=0)
+
+
+# --- end to end -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sgft_end_to_end_tiny(tmp_path: Path):
+    run_sgft(SGFT_TINY, tmp_path)
+    (res,) = _results(tmp_path / "outputs" / "runs")
+    m = res["metrics"]
+    assert res["method"] == "sgft" and res["student"] == "tiny" and res["response"]["name"] == "tiny_small"
+    for key in ("guided", "guided_teacher_sg"):
+        assert 0.0 <= m[key] <= 1.0
+    assert set(m["response_alone"]) == {"zero_shot", "zero_shot_cot"} and "x1" in m["cot_ft"]
+    f = res["filter"]
+    assert f["questions"] == res["n_sg_questions"] == 32 and f["kept"] == res["n_sg_examples"]
+    assert f["passed_first_attempt"] + f["retried"] == 32 and set(f["rejections_first_attempt"]) >= {
+        "too_few_steps", "arithmetic_expression", "final_answer"}
+    assert res["response"]["reused"] is False and res["response"]["pool_questions"] == 30
+    assert res["guide"]["training"].startswith("LISA") and res["guide"]["lisa_draws"] >= 1
+    assert res["teacher_accounting"]["stages"]["guidance"]["teacher_calls"] == 32
+    run_dir = Path(res["run_dir"])
+    for name in ("teacher/guidance.jsonl", "guide/data/train.jsonl", "response/guided.jsonl",
+                 "response/zero_shot_cot.jsonl", "cot_ft_x1/predictions/epoch_001.jsonl"):
+        assert (run_dir / name).exists(), name
+    guided = [json.loads(line) for line in (run_dir / "response" / "guided.jsonl").read_text().splitlines()]
+    assert len(guided) == 6 and {"guidance", "completion", "correct"} <= set(guided[0])
+
+
+@pytest.mark.slow
+def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
+    fast = ["method.extra.baselines=[]", "method.extra.cot_ft=false", "method.extra.teacher_sg_on_test=false",
+            "trainer.max_epochs=1", "benchmark.n_test=4"]
+    p = run_sgft(["-m", "student=tiny,tiny_small", "student@method.response=tiny,tiny_small", *SGFT_TINY, *fast],
+                 tmp_path)
+    (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
+    results = _results(sweep)
+    assert len(results) == 4, p.stdout[-2000:]
+    assert {(r["student"], r["response"]["name"]) for r in results} == {
+        (g, r) for g in ("tiny", "tiny_small") for r in ("tiny", "tiny_small")}
+    # each response model is pre-trained once and reused by the second guide
+    assert sorted(r["response"]["reused"] for r in results) == [False, False, True, True]

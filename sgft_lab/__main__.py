@@ -33,6 +33,10 @@ def _app(dcfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"sgft_lab: {e}", file=sys.stderr)
         sys.exit(2)
+    if cfg.trainer.threads:  # before any model (student or local teacher) is built
+        import torch
+
+        torch.set_num_threads(cfg.trainer.threads)
     from .methods import get_method
 
     results = get_method(cfg.method.name)(cfg, HydraConfig.get().runtime.output_dir)

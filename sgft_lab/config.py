@@ -12,7 +12,6 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-SECRET_MARKERS = ("api_key", "token", "secret", "password")
 
 
 @dataclass
@@ -23,6 +22,7 @@ class FddConfig:
     rationale: str = "cot"  # cot (Fine-tune-CoT stage-1 rationales) | pot (programs computing `ans`)
     retrain: str = "base"  # base (each round from the base student) | continue (from the previous round)
     epochs_per_round: Optional[int] = None  # None = trainer.max_epochs
+    eval_every_n_epochs: Optional[int] = None  # None = trainer.eval_every_n_epochs (last epoch always)
     easy_prompt: str = (
         "Here is a math word problem that a student solved correctly:\n{question}\nWrite one new, "
         "self-contained math word problem that is harder: it needs more reasoning steps or more involved "
@@ -90,6 +90,10 @@ class StudentConfig:
     max_input_tokens: int = 512
     max_label_tokens: int = 512
     max_new_tokens: int = 256
+    # Evaluation decoding (students/generation.py): auto (static KV cache + compiled steps on CUDA decoders,
+    # HF `generate` elsewhere) | eager (HF `generate`) | static (static KV cache; compiled on CUDA) | vllm
+    decode: str = "auto"
+    decode_kwargs: dict[str, Any] = field(default_factory=dict)  # static: compile, check_every; vllm: LLM kwargs
 
 
 @dataclass
@@ -178,6 +182,19 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     save_checkpoints: bool = True
     threads: Optional[int] = None  # torch.set_num_threads on CPU
+    # Scale and speed (training.py documents each): several devices/nodes, optimizer, memory, throughput.
+    num_nodes: int = 1
+    strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # kwargs of DDPStrategy / FSDPStrategy / ...
+    max_steps: int = -1  # -1 = no step limit (max_epochs decides)
+    optimizer: str = "adamw"  # adamw | adamw_fused | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
+    gradient_checkpointing: Optional[bool] = None  # None: on for adapter=qlora (peft's recipe), else off
+    group_by_length: bool = False  # batches of similar length (shuffled groups): little compute on padding
+    loss_chunk_size: Optional[int] = 4096  # tokens per LM-head + cross-entropy chunk; null = the model's loss
+    compile: bool = False  # torch.compile the student's forward (training)
+    compile_mode: Optional[str] = None  # torch.compile mode: default | reduce-overhead | max-autotune
+    compile_backend: str = "inductor"
+    deterministic: bool = False  # Lightning's deterministic algorithms (seed control beyond `seed`)
+    checkpoint_every_n_steps: Optional[int] = None  # also rewrite last.ckpt every n optimizer steps
 
 
 @dataclass
@@ -255,11 +272,18 @@ def _check_choices(c: Config) -> None:
         raise ConfigError("invalid config at `teacher.error_rate`: must be in [0, 1]")
 
 
+def is_secret_key(key: str) -> bool:
+    """`api_key`, `hf_token`, `client_secret`, `password`... but not `max_new_tokens` or `api_key_env` (a name)."""
+    k = str(key).lower()
+    if k.endswith("_env") or k.endswith("_file"):
+        return False
+    return "api_key" in k or bool({"token", "secret", "password", "apikey"} & set(k.split("_")))
+
+
 def redact(obj: Any) -> Any:
     """Copy of a plain container with secret-looking values replaced (for saved configs and loggers)."""
     if isinstance(obj, dict):
-        return {k: ("***REDACTED***" if any(m in str(k).lower() for m in SECRET_MARKERS)
-                    and not str(k).lower().endswith("_env") and v not in (None, "") else redact(v))
+        return {k: ("***REDACTED***" if is_secret_key(k) and v not in (None, "") else redact(v))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]

@@ -12,7 +12,8 @@
   re-implementation's text.
 - **Response prompt** (3.5): ``Question: {question}\\nSolution Guidance:\\n{sg}\\nAnswer:``.
 - **Reference SG** (the offline teacher; our choice throughout, see experiments/sgft/README.md): embedded
-  tasks from the solution trace (steps name what to find and which operation, never a number); GSM8K-style
+  tasks from the solution trace (arithmetic: the operation of each step, never a number; coin flip / last
+  letters: the person / word to check, grouped to at most 6 steps); GSM8K-style
   solutions with every result removed (operators written as words, numbers not in the question replaced by
   "the earlier result"); StrategyQA from its decomposition when the data has one, else one step per fact.
 """
@@ -218,10 +219,6 @@ _OPERATOR_WORDS = (  # operators between operands, written as words
 )
 
 
-def _denumber(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"\b\d+\s+", "", text)).strip()
-
-
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -239,72 +236,77 @@ def _group(items: list[tuple[str, list[int]]], limit: int, join) -> list[tuple[s
     return out
 
 
-def _arith_plan(trace: list[dict]) -> list[tuple[str, list[int]]]:
-    first = trace[0]
-    name, obj = first["name"], first["object"]
-    he = first["pronoun"]
-    plan: list[tuple[str, list[int]]] = []
-    for i, s in enumerate(trace):
-        kind = s["kind"]
-        p = _denumber(s.get("present", ""))
-        if kind == "start":
-            plan.append((f"Find how many {obj} {name} has at the start.", [i]))
-        elif kind == "start_groups":
-            plan.append((f"Find how many {obj} {name} has in the {s['containers']} at the start: multiply.", [i]))
-        elif kind == "add":
-            plan.append((f"Find how many {obj} {name} has after {he} {p}: add.", [i]))
-        elif kind == "sub":
-            plan.append((f"Find how many {obj} {name} has after {he} {p}: subtract.", [i]))
-        elif kind == "groups":
-            plan.append((f"Find how many {obj} {name} has after {he} {p}: multiply, then add.", [i]))
-        elif kind == "add_groups":
-            plan[-1][1].append(i)  # the add that completes a "groups" step belongs to it
-        elif kind == "share":
-            plan.append((f"Find how many {obj} {s['each']} after {he} {p}: divide.", [i]))
+# Arithmetic SG names the operation of each step, never a number, name or object (our choice: the
+# tiny CPU guide learns this mapping from a few hundred examples; copying names is what it learns slowest).
+_ARITH_STEPS = {
+    "start": "Note the starting amount.",
+    "start_groups": "Multiply the number of groups by the amount in each.",
+    "add": "Add the amount gained.",
+    "sub": "Subtract the amount lost.",
+    "groups": "Multiply the number of groups by the amount in each, then add it.",
+    "share": "Divide the total into equal shares.",
+}
+
+
+def _arith_plan(trace: list[dict]) -> list[tuple[str, str]]:
+    """(SG step, worked step) per plan item: the worked step is the step's equation(s), e.g. ``13 + 17 = 30.``"""
+    values = [s["result"] for s in trace]  # integers: the generator keeps every value whole
+    plan: list[tuple[str, str]] = []
+    for s in trace:
+        if s["op"] is None:
+            work = f"{s['value']}."
         else:
-            raise ValueError(f"unknown arithmetic step kind {kind!r}")
+            a, b = (values[r] if r is not None else x for x, r in zip(s["args"], s["refs"]))
+            work = f"{a} {s['op']} {b} = {s['result']}."
+        if s["kind"] == "add_groups":  # the add that completes a "groups" step belongs to it
+            plan[-1] = (plan[-1][0], f"{plan[-1][1]} {work}")
+        elif s["kind"] in _ARITH_STEPS:
+            plan.append((_ARITH_STEPS[s["kind"]], work))
+        else:
+            raise ValueError(f"unknown arithmetic step kind {s['kind']!r}")
     return plan
 
 
-def embedded_guidance_plan(example: Example, max_steps: int = 6) -> list[tuple[str, list[int]]]:
-    """SG steps of an embedded example, each with the indices of the phrasing-0 rationale sentences
-    (``embedded.rationale_sentences``) that carry it out; the closing sentence joins the last step."""
-    from .benchmarks.embedded import trace_generator
+def embedded_guidance_plan(example: Example, max_steps: int = 6) -> list[tuple[str, str]]:
+    """(SG step, worked step) pairs of an embedded example. Arithmetic: the operation to do / its equation.
+    Coin flip and last letters: what to check per person / word (at most ``max_steps`` steps, people or
+    words grouped when there are more) / the phrasing-0 rationale sentences of ``embedded.rationale_sentences``
+    that do it (its closing sentence joins the last step)."""
+    from .benchmarks.embedded import rationale_sentences, trace_generator
 
     trace = list(example.trace or [])
     gen = trace_generator(trace)
     if gen == "arithmetic":
-        plan = _arith_plan(trace)
-        n_sentences = len(trace) + 1
-    elif gen == "coin_flip":
+        return _arith_plan(trace)
+    sentences, _ = rationale_sentences(example, 0)
+    items: list[tuple[str, list[int]]]
+    if gen == "coin_flip":
         people = [(f"Check whether {s['name']} flips the coin.", [i + 1]) for i, s in enumerate(trace)]
         people = _group(people, max(1, max_steps - 2),
                         lambda ts: "Check whether " + _and([t[len("Check whether "):-len(" flips the coin.")]
                                                             for t in ts]) + " flip the coin.")
-        plan = [("Note that the coin starts heads up.", [0]), *people,
-                ("Count the flips: after an even number the coin is still heads up.", [])]
-        n_sentences = len(trace) + 2
+        items = [("Note that the coin starts heads up.", [0]), *people,
+                 ("Count the flips: after an even number the coin is still heads up.", [])]
     else:  # last_letters
         words = [(f'Find the last letter of "{s["word"]}".', [i]) for i, s in enumerate(trace)]
         words = _group(words, max(1, max_steps - 1),
                        lambda ts: "Find the last letters of " + _and([t[len("Find the last letter of "):-1]
                                                                       for t in ts]) + ".")
-        plan = [*words, ("Join the letters in order.", [])]
-        n_sentences = len(trace) + 1
-    plan = [(t, list(idx)) for t, idx in plan]
-    plan[-1][1].append(n_sentences - 1)
-    return plan
+        items = [*words, ("Join the letters in order.", [])]
+    items[-1] = (items[-1][0], [*items[-1][1], len(sentences) - 1])
+    return [(t, " ".join(sentences[i] for i in idx)) for t, idx in items]
 
 
 def guided_solution(example: Example) -> str:
-    """What the embedded response model learns to write after ``Answer:`` (its pre-training target): the
-    reference rationale (phrasing 0) cut along the reference SG's steps, then ``The answer is {answer}.``"""
-    from .benchmarks.embedded import rationale_sentences
-
-    sentences, _ = rationale_sentences(example, 0)
-    plan = embedded_guidance_plan(example)
-    lines = [f"Step {k}: " + " ".join(sentences[i] for i in sorted(idx)) for k, (_, idx) in enumerate(plan, 1)]
+    """What the embedded response model learns to write after ``Answer:`` (its pre-training target): one
+    ``Step k:`` line per reference SG step doing that step's work, then ``The answer is {answer}.``"""
+    lines = [f"Step {k}: {work}" for k, (_, work) in enumerate(embedded_guidance_plan(example), 1)]
     return " " + "\n".join(lines) + f"\n{ANSWER_PREFIX} {example.answer.strip()}."
+
+
+def worked_solution(example: Example) -> str:
+    """The same work without guidance: the embedded response model's zero-shot-CoT stage-1 target."""
+    return " " + " ".join(work for _, work in embedded_guidance_plan(example))
 
 
 def _solution_steps(example: Example) -> list[str]:

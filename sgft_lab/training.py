@@ -1,21 +1,37 @@
-"""Fit a student with Lightning: loggers, checkpoints, resume, generation-based evaluation.
+"""Fit a student with Lightning: loggers, checkpoints, resume, generation-based evaluation, throughput.
 
 Shared by every method (Fine-tune-CoT students, SGFT guide models, FDD rounds). A run killed at any
-point resumes from ``checkpoints/last.ckpt`` when the same command is rerun.
+point (even ``kill -9``) resumes from ``checkpoints/last.ckpt`` when the same command is rerun: checkpoints
+are written to a temporary file and renamed, so a kill mid-write leaves the previous one intact.
+
+Scale (conf/trainer/*.yaml): one device, or several through Lightning's strategies -- ``ddp`` (Lightning
+re-executes ``python -m sgft_lab ...`` once per extra device, with the same Hydra run dir), ``deepspeed``
+(ZeRO stage 2 when the package is installed) and ``fsdp`` (training only, see ``build_strategy``); several
+nodes with ``trainer.num_nodes`` under SLURM (srun) or torchrun (experiments/benchmarks/README.md).
+Every rank trains; only global rank 0 evaluates, writes predictions, logs and checkpoints.
+
+Speed and memory (trainer.*): length-grouped batches (``group_by_length``), the chunked LM-head loss
+(``loss_chunk_size``, students/loss.py), ``gradient_checkpointing``, ``compile``, ``optimizer`` (8-bit and
+paged AdamW from bitsandbytes), ``precision`` (e.g. bf16-mixed). Each epoch logs ``train_tokens_per_s``
+(real, non-pad tokens over all ranks), ``train_padding_fraction`` and ``peak_memory_gib`` to metrics.csv;
+``fit`` returns them in FitOutcome for results.json.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .benchmarks.record import Example
-from .config import Config
+from .config import Config, TrainerConfig
 from .data.datamodules import CoTDataModule, Pair
 from .evaluation import EvalSpec, make_callback
 from .paths import RunPaths, run_name
+
+SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 
 
 @dataclass
@@ -24,6 +40,24 @@ class FitOutcome:
     epochs_run: int
     train_time_s: float
     n_train_pairs: int
+    # Throughput of the epochs run in this process (all ranks together); None when no epoch ran.
+    tokens_per_s: float | None = None  # real (non-pad) tokens per second of training
+    padding_fraction: float | None = None  # padded positions / all positions in the training batches
+    peak_memory_gib: float | None = None  # CUDA max_memory_allocated (rank 0), or the process' peak RSS on CPU
+    peak_memory_kind: str | None = None  # cuda_max_allocated | cpu_max_rss
+    train_tokens: int = 0  # real tokens trained on (this process' epochs)
+    global_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
+
+    def speed(self) -> dict[str, Any]:
+        """The throughput fields, for results.json."""
+        return {"tokens_per_s": self.tokens_per_s, "padding_fraction": self.padding_fraction,
+                "peak_memory_gib": self.peak_memory_gib, "peak_memory_kind": self.peak_memory_kind,
+                "train_tokens": self.train_tokens, "world_size": self.world_size}
 
 
 def _quiet_lightning() -> None:
@@ -36,6 +70,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")  # rank 0 alone evaluates, by design
 
 
 def build_loggers(cfg: Config, paths: RunPaths, job_type: str):
@@ -64,6 +99,154 @@ def build_loggers(cfg: Config, paths: RunPaths, job_type: str):
     return loggers
 
 
+def _strategy_name(tc: TrainerConfig) -> str:
+    return str(tc.strategy).lower()
+
+
+def build_strategy(tc: TrainerConfig, student) -> Any:
+    """The Lightning strategy ``trainer.strategy`` names, configured by ``trainer.strategy_kwargs``.
+
+    - ``deepspeed*``: needs the deepspeed package (clear error otherwise). ZeRO stage 2 (the preset) keeps
+      whole weights on every rank, so rank 0 can evaluate by generation.
+    - ``fsdp``: FSDPStrategy wrapping the model's own block classes (transformers' ``_no_split_modules``)
+      with ``use_orig_params=True`` (LoRA: frozen and trainable weights share flat parameters). Weights are
+      sharded, so rank 0 alone cannot generate: per-epoch evaluation is refused (``fit``); QLoRA is refused.
+    - anything else (``auto``, ``ddp``, ``ddp_spawn``, ...): the name, or its strategy class with the kwargs.
+    """
+    import importlib.util
+
+    name = _strategy_name(tc)
+    kw = dict(tc.strategy_kwargs)
+    if name.startswith("deepspeed"):
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(f"trainer.strategy={tc.strategy} needs the deepspeed package, which is not installed "
+                             "(pip install deepspeed, on a CUDA machine); or use trainer=ddp / trainer=fsdp")
+        if not kw:
+            return name
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        stage = {"deepspeed_stage_1": 1, "deepspeed_stage_2": 2, "deepspeed_stage_3": 3}.get(name, 2)
+        return DeepSpeedStrategy(**{"stage": stage, **kw})
+    if name == "fsdp":
+        if student.cfg.adapter == "qlora":
+            raise ValueError("trainer.strategy=fsdp does not shard 4-bit (QLoRA) students here; use "
+                             "trainer=ddp (one QLoRA copy per GPU) or student.adapter=lora")
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        policy = kw.pop("auto_wrap_policy", "auto")
+        if policy == "auto" or isinstance(policy, (list, tuple)):
+            names = set(getattr(_hf_model(student.model), "_no_split_modules", None) or []) \
+                if policy == "auto" else set(policy)
+            classes = {type(m) for m in student.model.modules() if type(m).__name__ in names}
+            if not classes:
+                raise ValueError(f"trainer.strategy=fsdp: no block classes {sorted(names)} found in the student; "
+                                 "set trainer.strategy_kwargs.auto_wrap_policy=[BlockClassName]")
+            policy = classes
+        kw.setdefault("use_orig_params", True)
+        kw.setdefault("state_dict_type", "full")
+        return FSDPStrategy(auto_wrap_policy=policy, **kw)
+    if not kw:
+        return tc.strategy
+    if name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(start_method={"ddp": "popen", "ddp_spawn": "spawn"}.get(name, "fork"), **kw)
+    raise ValueError(f"trainer.strategy_kwargs is only understood for ddp, fsdp and deepspeed strategies, "
+                     f"not trainer.strategy={tc.strategy!r}")
+
+
+def _hf_model(model):
+    from .students.loss import unwrap
+
+    return unwrap(model)
+
+
+def throughput_callback(family: str):
+    """A callback measuring each training epoch (from its start to its last batch, evaluation excluded):
+    real (non-pad) tokens/s summed over ranks, padding fraction, peak memory; logged and kept in ``.totals``."""
+    import lightning.pytorch as pl
+    import torch
+
+    def _sync(device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    class ThroughputMonitor(pl.Callback):
+        def __init__(self):
+            self.totals = {"tokens": 0.0, "positions": 0.0, "seconds": 0.0, "peak_gib": None, "kind": None}
+
+        def on_fit_start(self, trainer, pl_module):
+            if pl_module.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            _sync(pl_module.device)
+            self._real = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+            self._positions = 0
+            self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            mask = batch["attention_mask"]
+            real, positions = mask.sum(), mask.numel()
+            if family == "encoder_decoder":
+                labels = batch["labels"]
+                real, positions = real + (labels != -100).sum(), positions + labels.numel()
+            self._real += real  # stays on the device: no host sync per step
+            self._positions += positions
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            _sync(pl_module.device)
+            seconds = time.perf_counter() - self._t0
+            both = torch.stack([self._real, torch.tensor(float(self._positions), dtype=torch.float64,
+                                                         device=self._real.device)])
+            both = trainer.strategy.reduce(both, reduce_op="sum")
+            real, positions = float(both[0]), float(both[1])
+            if pl_module.device.type == "cuda":
+                peak, kind = torch.cuda.max_memory_allocated(pl_module.device) / 2**30, "cuda_max_allocated"
+            else:
+                import resource
+
+                peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "cpu_max_rss"
+            t = self.totals
+            t["tokens"] += real
+            t["positions"] += positions
+            t["seconds"] += seconds
+            t["peak_gib"], t["kind"] = peak, kind
+            if seconds > 0 and positions > 0:
+                pl_module.log_dict({"train_tokens_per_s": real / seconds, "train_padding_fraction": 1 - real / positions,
+                                    "peak_memory_gib": peak}, on_step=False, on_epoch=True, rank_zero_only=True)
+
+    return ThroughputMonitor()
+
+
+def _atomic_checkpoint_io():
+    """Lightning's TorchCheckpointIO, writing to a temporary file renamed into place (kill -9 safe)."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            path = Path(path)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    return AtomicCheckpointIO()
+
+
+def checkpoint_callbacks(tc: TrainerConfig, paths: RunPaths) -> list:
+    """``last.ckpt`` after every epoch, and every ``checkpoint_every_n_steps`` optimizer steps when set."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    out = [ModelCheckpoint(dirpath=str(paths.checkpoints_dir), save_last=True, save_top_k=0, every_n_epochs=1,
+                           save_on_train_epoch_end=True)]
+    if tc.checkpoint_every_n_steps:
+        # A mid-epoch resume restarts the epoch's data loader (Lightning cannot fast-forward a plain loader),
+        # keeping the optimizer step count and schedule; the epoch ends after its remaining steps.
+        out.append(ModelCheckpoint(dirpath=str(paths.checkpoints_dir), save_last=True, save_top_k=0,
+                                   every_n_train_steps=int(tc.checkpoint_every_n_steps)))
+    return out
+
+
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
         spec: EvalSpec, paths: RunPaths, *, job_type: str | None = None, datamodule=None,
         eval_callback=None, callbacks: Sequence = ()) -> FitOutcome:
@@ -72,12 +255,10 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     ``datamodule`` (a CoTDataModule over the same pairs, e.g. FDD's per-round one) replaces the default;
     ``eval_callback`` replaces the per-epoch evaluator (e.g. FDD's executed program-of-thought scoring).
     ``callbacks``: extra Lightning callbacks (e.g. SGFT's LISA layer sampling, students/lisa.py).
+    Under several processes every rank returns; ``FitOutcome.is_global_zero`` tells the one that should write.
     """
-    import time
-
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .students.module import StudentModule
 
@@ -85,23 +266,33 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     tc = cfg.trainer
+    strategy = build_strategy(tc, student)
+    sharded = _strategy_name(tc) in SHARDED_STRATEGIES
+    if sharded and eval_callback is None and any(eval_sets.values()):
+        raise ValueError(f"trainer.strategy={tc.strategy} shards the weights, so rank 0 cannot evaluate by "
+                         "generation after each epoch; use trainer=ddp or trainer=deepspeed (ZeRO-2), or a "
+                         "single device")
     dm = datamodule if datamodule is not None else CoTDataModule(
         student, train_pairs, eval_sets.get("val", []), eval_sets.get("test", []), batch_size=tc.batch_size,
-        num_workers=tc.num_workers, seed=cfg.seed)
+        num_workers=tc.num_workers, seed=cfg.seed, group_by_length=tc.group_by_length)
+    if isinstance(dm, CoTDataModule) and dm.group_by_length is None:
+        dm.group_by_length = tc.group_by_length
     module = StudentModule(student, tc)
-    callbacks = [eval_callback if eval_callback is not None else make_callback(
+    monitor = throughput_callback(student.family)
+    callbacks = [monitor, eval_callback if eval_callback is not None else make_callback(
         eval_sets, spec, paths, tc.eval_every_n_epochs, progress=tc.enable_progress_bar), *callbacks]
     if tc.save_checkpoints:
         # Only `last.ckpt`, rewritten each epoch: enough to resume, and LoRA checkpoints hold adapters only.
-        callbacks.append(ModelCheckpoint(dirpath=str(paths.checkpoints_dir), save_last=True, save_top_k=0,
-                                         every_n_epochs=1, save_on_train_epoch_end=True))
+        callbacks += checkpoint_callbacks(tc, paths)
+    plugins = [] if (sharded or _strategy_name(tc).startswith("deepspeed")) else [_atomic_checkpoint_io()]
     trainer = pl.Trainer(
-        accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy, precision=tc.precision,
-        max_epochs=tc.max_epochs, gradient_clip_val=tc.gradient_clip_val,
+        accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes, strategy=strategy,
+        precision=tc.precision, max_epochs=tc.max_epochs, max_steps=tc.max_steps,
+        gradient_clip_val=tc.gradient_clip_val,
         accumulate_grad_batches=tc.accumulate_grad_batches, log_every_n_steps=tc.log_every_n_steps,
-        logger=build_loggers(cfg, paths, job_type or cfg.method.name), callbacks=callbacks,
+        logger=build_loggers(cfg, paths, job_type or cfg.method.name), callbacks=callbacks, plugins=plugins,
         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=tc.enable_progress_bar,
-        enable_model_summary=False, default_root_dir=str(paths.run_dir), deterministic=False,
+        enable_model_summary=False, default_root_dir=str(paths.run_dir), deterministic=tc.deterministic,
     )
     last = paths.checkpoints_dir / "last.ckpt"
     ckpt = str(last) if last.exists() else None
@@ -109,7 +300,19 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         print(f"resuming from checkpoint {ckpt}")
     t0 = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    # Ranks leave together: rank 0 may still be writing the last epoch's predictions.
+    trainer.strategy.barrier("sgft_lab.fit")
     for lg in trainer.loggers:
         lg.finalize("success")
-    return FitOutcome(resumed_from_checkpoint=ckpt, epochs_run=trainer.current_epoch,
-                      train_time_s=time.time() - t0, n_train_pairs=len(dm.train_pairs))
+    t = monitor.totals
+    tokens_per_s = t["tokens"] / t["seconds"] if t["seconds"] > 0 and t["tokens"] > 0 else None
+    padding = 1 - t["tokens"] / t["positions"] if t["positions"] > 0 else None
+    return FitOutcome(
+        resumed_from_checkpoint=ckpt, epochs_run=trainer.current_epoch, train_time_s=time.time() - t0,
+        n_train_pairs=len(dm.train_pairs),
+        tokens_per_s=round(tokens_per_s, 2) if tokens_per_s is not None else None,
+        padding_fraction=round(padding, 4) if padding is not None else None,
+        peak_memory_gib=round(t["peak_gib"], 3) if t["peak_gib"] is not None else None,
+        peak_memory_kind=t["kind"], train_tokens=int(t["tokens"]),
+        global_rank=trainer.global_rank, world_size=trainer.world_size,
+    )

@@ -82,6 +82,8 @@ def test_redact_hides_secrets_but_not_env_names():
     d = redact({"teacher": {"api_key": "sk-123", "api_key_env": "OPENAI_API_KEY", "model": "m"}})
     assert d["teacher"]["api_key"] == "***REDACTED***"
     assert d["teacher"]["api_key_env"] == "OPENAI_API_KEY"
+    d = redact({"max_new_tokens": 5, "prompt_tokens": 3, "hf_token": "hf_x", "client_secret": "s"})
+    assert d == {"max_new_tokens": 5, "prompt_tokens": 3, "hf_token": "***REDACTED***", "client_secret": "***REDACTED***"}
 
 
 def test_required_value_is_named():

@@ -22,6 +22,7 @@ from sgft_lab.guidance import (
     response_prompt,
     sg_prompt,
     split_sg_prompt,
+    worked_solution,
 )
 
 GOOD = "Step 1: Find how many apples Tom has at the start.\nStep 2: Find how many he has after buying more: add."
@@ -168,11 +169,16 @@ def test_reference_sg_of_embedded_tasks_passes_the_strict_filter(generator, diff
         assert solution.count("\nStep ") == len(steps) - 1  # one solution line per SG step
 
 
-def test_reference_sg_arithmetic_names_what_to_find_without_numbers():
-    ex = next(e for e in generate_examples("arithmetic", 50, 2, 0) if e.trace[1]["kind"] == "add")
-    steps = reference_guidance(ex)
-    assert steps[0] == f"Find how many {ex.trace[0]['object']} {ex.trace[0]['name']} has at the start."
-    assert steps[1].endswith(": add.")
+def test_reference_sg_arithmetic_names_each_operation_and_the_solution_does_it():
+    ex = next(e for e in generate_examples("arithmetic", 80, 2, 0)
+              if [s["kind"] for s in e.trace] == ["start", "add", "sub"])
+    assert reference_guidance(ex) == ["Note the starting amount.", "Add the amount gained.", "Subtract the amount lost."]
+    (a,), (_, n), (b, m) = [ex.trace[0]["value"]], ex.trace[1]["args"], ex.trace[2]["args"]
+    assert guided_solution(ex) == (f" Step 1: {a}.\nStep 2: {a} + {n} = {b}.\nStep 3: {b} - {m} = {b - m}.\n"
+                                   f"The answer is {ex.answer}.")
+    assert worked_solution(ex) == f" {a}. {a} + {n} = {b}. {b} - {m} = {b - m}." and str(b - m) == ex.answer
+    groups = next(e for e in generate_examples("arithmetic", 80, 2, 0) if e.trace[-1]["kind"] == "add_groups")
+    assert reference_guidance(groups)[-1].endswith("then add it.") and "*" in guided_solution(groups)
 
 
 def test_reference_sg_from_gsm8k_solution_removes_every_result():

@@ -51,3 +51,15 @@ def test_multirun_two_methods_two_benchmarks(tmp_path: Path):
     assert {(r["method"], r["benchmark"]) for r in results} == {
         (m, b) for m in ("fine_tune_cot", "vanilla_ft") for b in ("embedded_coin_flip", "embedded_last_letter")}
     assert all(r["teacher_calls"] == 0 for r in results if r["method"] == "vanilla_ft")
+
+
+@pytest.mark.slow
+def test_wandb_logger_offline_without_key(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # no key, no mode: sgft_lab must fall back to offline
+    p = run_sgft([*TINY, "trainer.max_epochs=1", "logger=wandb", "benchmark=embedded_coin_flip"], tmp_path)
+    assert "offline" in p.stdout + p.stderr
+    (res,) = _results(tmp_path / "outputs" / "runs")
+    runs = list(Path(res["run_dir"]).glob("wandb/offline-run-*/*.wandb"))
+    assert runs, "no offline W&B run written"
+    assert (Path(res["run_dir"]) / "metrics.csv").exists()  # the CSV log is always written too

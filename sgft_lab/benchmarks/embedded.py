@@ -191,7 +191,8 @@ def _stretch_plan(rng: random.Random, plan: list[str], difficulty: int) -> list[
     return plan
 
 
-def _fill_plan(rng: random.Random, plan: list[str]) -> tuple[str, str, Trace] | None:
+def _fill_plan(rng: random.Random, plan: list[str], max_operand: int = MAX_OPERAND,
+               max_value: int = MAX_VALUE) -> tuple[str, str, Trace] | None:
     """Numbers and wording for a plan, or None when the drawn numbers do not fit the bounds."""
     pronoun = rng.choice(("he", "she"))
     name = rng.choice(MALE_NAMES if pronoun == "he" else FEMALE_NAMES)
@@ -206,17 +207,17 @@ def _fill_plan(rng: random.Random, plan: list[str]) -> tuple[str, str, Trace] | 
 
     def count(hi: int) -> int | None:
         # Counts 2..hi, as in MultiArith; hi < 3 (a near-empty or near-full total) makes the step infeasible,
-        # which keeps answers from piling up on the bounds (2 and MAX_VALUE).
+        # which keeps answers from piling up on the bounds (2 and max_value).
         return rng.randint(2, hi) if hi >= 3 else None
 
     trace: Trace = []
     sentences: list[str] = []
     if plan[0] == "start":
-        a = rng.randint(2, MAX_OPERAND)
+        a = rng.randint(2, max_operand)
         trace.append({"kind": "start", "op": None, "value": a, "result": a, **subject})
         sentences.append(f"{name} has {a} {obj}.")
     else:
-        g, m = pair(30)  # type: ignore[misc]
+        g, m = pair(min(30, max_value))  # type: ignore[misc]
         trace.append(
             {
                 "kind": "start_groups",
@@ -239,8 +240,8 @@ def _fill_plan(rng: random.Random, plan: list[str]) -> tuple[str, str, Trace] | 
         lead = "" if j == 0 else rng.choice(("Then ", "After that, "))
         fill = {"obj": obj, "his": his, "rel": rng.choice(RELATIVES), "c": c, "cs": cs}
         if item in ("add", "sub"):
-            # values stay >= 2 (no "1 apples"), <= MAX_VALUE
-            n = count(min(MAX_OPERAND, MAX_VALUE - x)) if item == "add" else count(min(MAX_OPERAND, x - 2))
+            # values stay >= 2 (no "1 apples"), <= max_value
+            n = count(min(max_operand, max_value - x)) if item == "add" else count(min(max_operand, x - 2))
             if n is None:
                 return None
             present, gerund = (
@@ -260,7 +261,7 @@ def _fill_plan(rng: random.Random, plan: list[str]) -> tuple[str, str, Trace] | 
             )
             cur = len(trace) - 1
         elif item == "groups":
-            gm = pair(min(MAX_OPERAND, MAX_VALUE - x))
+            gm = pair(min(max_operand, max_value - x))
             if gm is None:
                 return None
             g, m = gm
@@ -314,16 +315,23 @@ def _fill_plan(rng: random.Random, plan: list[str]) -> tuple[str, str, Trace] | 
     return " ".join(sentences), str(int(answer)), trace
 
 
-def gen_arithmetic(rng: random.Random, difficulty: int, like: Trace | None = None) -> tuple[str, str, Trace]:
-    """A MultiArith-style problem with ``difficulty`` operations; ``like``: reuse that trace's step kinds."""
+def gen_arithmetic(rng: random.Random, difficulty: int, like: Trace | None = None, *,
+                   max_operand: int = MAX_OPERAND, max_value: int = MAX_VALUE) -> tuple[str, str, Trace]:
+    """A MultiArith-style problem with ``difficulty`` operations; ``like``: reuse that trace's step kinds.
+
+    ``max_operand`` / ``max_value`` bound the numbers (a second difficulty knob: smaller numbers mean fewer
+    arithmetic facts for a tiny student to learn)."""
     if difficulty < 1:
         raise ValueError(f"arithmetic difficulty must be >= 1, got {difficulty}")
+    if max_operand < 3 or max_value < max_operand + 2:
+        raise ValueError(f"arithmetic bounds need max_operand >= 3 and max_value >= max_operand + 2, "
+                         f"got {max_operand}, {max_value}")
     for _ in range(1000):
         if like is not None and sum(_COST[p] for p in _plan_of(like)) <= difficulty:
             plan = _stretch_plan(rng, _plan_of(like), difficulty)
         else:
             plan = _random_plan(rng, difficulty)
-        out = _fill_plan(rng, plan)
+        out = _fill_plan(rng, plan, max_operand, max_value)
         if out is not None:
             return out
     raise RuntimeError(f"could not fill an arithmetic plan of difficulty {difficulty}")  # pragma: no cover
@@ -399,14 +407,18 @@ def _example(
 
 
 def generate_examples(
-    generator: str, n: int, difficulty: int, seed: int, id_prefix: str = ""
+    generator: str, n: int, difficulty: int, seed: int, id_prefix: str = "", params: dict | None = None
 ) -> list[Example]:
-    """``n`` examples with distinct questions, deterministic for (generator, difficulty, seed).
+    """``n`` examples with distinct questions, deterministic for (generator, difficulty, seed, params).
 
-    Ids are ``{id_prefix}{i}``. Raises ValueError when the question space is too small for ``n``.
+    Ids are ``{id_prefix}{i}``. ``params``: the generator's keyword knobs (e.g. arithmetic ``max_operand``),
+    kept in ``meta["params"]`` so variants use the same ones. Raises ValueError when the question space is
+    too small for ``n``.
     """
     g = _generator(generator)
-    rng = random.Random(stable_seed("embedded", generator, difficulty, seed))
+    params = dict(params or {})
+    key = ("embedded", generator, difficulty, seed) + ((tuple(sorted(params.items())),) if params else ())
+    rng = random.Random(stable_seed(*key))
     seen: set[str] = set()
     out: list[Example] = []
     attempts = 0
@@ -417,11 +429,12 @@ def generate_examples(
                 f"{generator} at difficulty {difficulty}: could not draw {n} distinct questions "
                 f"(got {len(out)})"
             )
-        drawn = g.generate(rng, difficulty)
+        drawn = g.generate(rng, difficulty, **params)
         if drawn[0] in seen:
             continue
         seen.add(drawn[0])
-        out.append(_example(generator, f"{id_prefix}{len(out)}", difficulty, drawn))
+        out.append(_example(generator, f"{id_prefix}{len(out)}", difficulty, drawn,
+                            **({"params": params} if params else {})))
     return out
 
 
@@ -445,7 +458,9 @@ def load_embedded(cfg: BenchmarkConfig) -> Splits:
         if getattr(cfg, key) < 0:
             raise ValueError(f"benchmark {cfg.name}: `{key}` must be >= 0, got {getattr(cfg, key)}")
     sizes = {"test": cfg.n_test, "val": cfg.n_val, "train": cfg.n_train}
-    pool = generate_examples(cfg.generator, sum(sizes.values()), cfg.difficulty, cfg.data_seed)
+    # benchmark.extra holds the generator's own knobs (e.g. arithmetic max_operand / max_value).
+    pool = generate_examples(cfg.generator, sum(sizes.values()), cfg.difficulty, cfg.data_seed,
+                             params=dict(cfg.extra or {}))
     parts: dict[str, list[Example]] = {}
     start = 0
     for split, size in sizes.items():
@@ -470,14 +485,16 @@ def variant(example: Example, harder: bool, seed: int = 0) -> Example:
     difficulty = int(example.meta["difficulty"]) + (1 if harder else 0)
     kind = "harder" if harder else "similar"
     rng = random.Random(stable_seed("variant", example.id, example.question, kind, seed))
+    params = dict(example.meta.get("params") or {})
     for _ in range(100):
-        drawn = GENERATORS[generator].generate(rng, difficulty, like=example.trace)
+        drawn = GENERATORS[generator].generate(rng, difficulty, like=example.trace, **params)
         if drawn[0] != example.question:
             break
     else:  # pragma: no cover
         raise ValueError(f"example {example.id}: could not draw a new {kind} question")
     return _example(
-        generator, f"{example.id}/{kind}-{seed}", difficulty, drawn, parent=example.id, variant=kind
+        generator, f"{example.id}/{kind}-{seed}", difficulty, drawn, parent=example.id, variant=kind,
+        **({"params": params} if params else {}),
     )
 
 

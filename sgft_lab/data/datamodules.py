@@ -40,11 +40,74 @@ class _Encoded(torch.utils.data.Dataset):
         return self.items[i]
 
 
+class LengthGroupedSampler(torch.utils.data.DistributedSampler):
+    """Sample indices so that consecutive ``batch_size`` runs have similar lengths; batch order shuffled.
+
+    Each epoch (``set_epoch``): a seeded permutation is cut into groups of ``batch_size * world * group_batches``
+    samples, each group is sorted by length and cut into batches, and the batches are shuffled (the longest
+    batch first, so an out-of-memory error shows at the first step, as in transformers' LengthGroupedSampler).
+    Batch b goes to rank ``b % world``; the batch list is padded with repeats to a multiple of the world size,
+    and the one partial batch is its rank's last, so a DataLoader with the same ``batch_size`` rebuilds the
+    batches exactly. A DistributedSampler subclass, so Lightning's DDP does not wrap (and reshuffle) it.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, group_batches: int = 50):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.group_batches = group_batches
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch."""
+        n, bs, world = len(self.lengths), self.batch_size, self.num_replicas
+        if n == 0:
+            return []
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        group = bs * world * self.group_batches
+        batches: list[list[int]] = []
+        for s in range(0, n, group):
+            chunk = sorted(perm[s:s + group], key=lambda i: -self.lengths[i])
+            batches += [chunk[k:k + bs] for k in range(0, len(chunk), bs)]
+        full = [b for b in batches if len(b) == bs]
+        partial = [b for b in batches if len(b) < bs]
+        order = torch.randperm(len(full), generator=g).tolist()
+        full = [full[i] for i in order]
+        if full:
+            longest = max(range(len(full)), key=lambda i: max(self.lengths[j] for j in full[i]))
+            full.insert(0, full.pop(longest))
+        # Every rank gets as many batches (repeats fill up); the one partial batch stays last overall.
+        short = -(len(full) + len(partial)) % world
+        source = full or partial
+        batches = full + [source[i % len(source)] for i in range(short)] + partial
+        return batches[self.rank::world]
+
+    def __iter__(self):
+        return iter([i for b in self.batches() for i in b])
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.batches())
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of padded positions when each batch is padded to its longest sequence."""
+    real = sum(lengths[i] for b in batches for i in b)
+    total = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+    return 1.0 - real / total if total else 0.0
+
+
 class CoTDataModule(pl.LightningDataModule):
-    """Training pairs (tokenised once) for the student; val/test questions for generation-based evaluation."""
+    """Training pairs (tokenised once) for the student; val/test questions for generation-based evaluation.
+
+    ``group_by_length``: batches of similar length (``LengthGroupedSampler``) instead of plain shuffling, so
+    little compute goes to padding; None = off unless ``training.fit`` sets it from ``trainer.group_by_length``.
+    """
 
     def __init__(self, student, train_pairs: Sequence[Pair], val: Sequence[Example], test: Sequence[Example],
-                 batch_size: int, num_workers: int = 0, seed: int = 0):
+                 batch_size: int, num_workers: int = 0, seed: int = 0, group_by_length: bool | None = None):
         super().__init__()
         self.student = student
         self.train_pairs = list(train_pairs)
@@ -53,6 +116,7 @@ class CoTDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.group_by_length = group_by_length
         self._train: _Encoded | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -75,11 +139,24 @@ class CoTDataModule(pl.LightningDataModule):
         if not self.train_pairs:
             raise ValueError("no training samples: the filter kept nothing (see teacher/filter_report.json)")
         self.setup()
+        collate_fn = partial(collate, pad_id=self.student.tokenizer.pad_token_id, family=self.student.family)
+        if self.group_by_length:
+            trainer = getattr(self, "trainer", None)
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = LengthGroupedSampler(self.lengths(), self.batch_size, seed=self.seed, num_replicas=world,
+                                           rank=rank)
+            return torch.utils.data.DataLoader(self._train, batch_size=self.batch_size, sampler=sampler,
+                                               num_workers=self.num_workers, collate_fn=collate_fn)
         g = torch.Generator().manual_seed(self.seed)
         return torch.utils.data.DataLoader(
             self._train, batch_size=self.batch_size, shuffle=True, generator=g, num_workers=self.num_workers,
-            collate_fn=partial(collate, pad_id=self.student.tokenizer.pad_token_id, family=self.student.family),
+            collate_fn=collate_fn,
         )
+
+    def lengths(self) -> list[int]:
+        """Padded length that each training sample imposes on its batch (decoder: prompt + label tokens)."""
+        self.setup()
+        return [max(len(x["input_ids"]), len(x["labels"])) for x in self._train.items]  # type: ignore[union-attr]
 
     def n_train_tokens(self) -> int:
         self.setup()

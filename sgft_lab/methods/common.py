@@ -74,6 +74,37 @@ def _identity(cfg: dict) -> dict:
     return c
 
 
+def log_summary(cfg: Config, results: dict, accounting=None) -> None:
+    """Final numbers into the W&B run's summary (flat names that read well in sweep panels), then close it.
+
+    The CSV log needs nothing here: results.json holds the same numbers for local reading.
+    """
+    if not cfg.logger.wandb:
+        return
+    import wandb
+
+    if wandb.run is None:
+        return
+    flat = {f"test/{k}": v for k, v in _flatten(results.get("metrics", {})).items()}
+    for k in ("n_train_questions", "n_train_samples", "teacher_calls", "cache_hits", "wall_time_s"):
+        if k in results:
+            flat[k] = results[k]
+    if accounting is not None:
+        flat.update(accounting.to_metrics())
+    wandb.run.summary.update(flat)
+    wandb.finish()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def seed_everything(seed: int) -> None:
     import lightning.pytorch as pl
 

@@ -256,11 +256,22 @@ def initial_dataset(s: Setup) -> tuple[FddDataset, dict, list[dict]]:
 # Step 1: feedback -- which pool problems does the student solve?
 
 
-def student_feedback(s: Setup, student, dataset: FddDataset) -> list[dict]:
-    """One greedy answer per pool problem; ``easy`` = solved (PoT: the executed program is right)."""
+def select_for_expansion(s: Setup, r: int, dataset: FddDataset) -> list[FddProblem]:
+    """The pool problems round r expands: all of them, or a seeded uniform sample of max_new_per_round
+    (default |original train|) when the pool is larger. Our choice: only these get feedback, since the
+    split matters only for the problems that are expanded (with no cap this is the whole pool)."""
+    problems = list(dataset)
+    cap = s.f.max_new_per_round if s.f.max_new_per_round is not None else len(s.splits.train)
+    if len(problems) <= cap:
+        return problems
+    chosen = sorted(random.Random(stable_seed("fdd-expand", s.cfg.seed, r)).sample(range(len(problems)), cap))
+    return [problems[i] for i in chosen]
+
+
+def student_feedback(s: Setup, student, problems: Sequence[FddProblem]) -> list[dict]:
+    """One greedy answer per problem; ``correct`` = easy (PoT: the executed program is right)."""
     from ..students.generation import generate as student_generate
 
-    problems = list(dataset)
     completions = student_generate(
         student.model, student.tokenizer, student.family, [s.student_prompt(p.question) for p in problems],
         max_new_tokens=s.cfg.student.max_new_tokens, batch_size=s.cfg.trainer.eval_batch_size,
@@ -320,22 +331,17 @@ def _variant_request(s: Setup, prompt: str, k: int) -> Request:
 
 
 def expand(s: Setup, r: int, dataset: FddDataset, feedback: list[dict]) -> tuple[FddDataset, dict, list[Candidate]]:
-    """Round r's new problems; returns the grown pool, the counts and every candidate."""
+    """Round r's new problems, one per problem of ``feedback``: a harder variant of an easy (solved) one,
+    a similar problem for a hard one. Returns the grown pool (a new version), the counts, every candidate."""
     from ..teachers.reference_fdd import fill, remember
 
     f = s.f
-    easy = {row["id"] for row in feedback if row["correct"]}
-    problems = list(dataset)
-    cap = f.max_new_per_round if f.max_new_per_round is not None else len(s.splits.train)
-    chosen = list(range(len(problems)))
-    if len(chosen) > cap:  # our choice: a seeded uniform sample of the pool
-        chosen = sorted(random.Random(stable_seed("fdd-expand", s.cfg.seed, r)).sample(chosen, cap))
     grown = dataset.copy()
     by_id = {p.id: p for p in grown}
     cands = []
-    for j, i in enumerate(chosen):
-        parent = by_id[problems[i].id]
-        kind = "harder" if parent.id in easy else "similar"
+    for j, row in enumerate(feedback):
+        parent = by_id[row["id"]]
+        kind = "harder" if row["correct"] else "similar"
         asked = parent.meta.setdefault("asked", {})
         k = asked.get(kind, 0)  # a new sample of the same prompt when this problem was expanded before
         asked[kind] = k + 1
@@ -375,7 +381,8 @@ def expand(s: Setup, r: int, dataset: FddDataset, feedback: list[dict]) -> tuple
               for c in cands if c.status == "kept")
     status = Counter(c.status for c in cands)
     rejected = {k: status.get(k, 0) for k in ("duplicate_pool", "duplicate_eval", "unverified")}
-    counts = {"round": r, "pool_before": len(dataset), "easy": len(easy), "hard": len(dataset) - len(easy),
+    easy = sum(bool(row["correct"]) for row in feedback)
+    counts = {"round": r, "pool_before": len(dataset), "easy": easy, "hard": len(feedback) - easy,
               "requested": len(cands), "requested_harder": sum(c.kind == "harder" for c in cands),
               "requested_similar": sum(c.kind == "similar" for c in cands),
               "unusable": status.get("unusable", 0), "generated": len(cands) - status.get("unusable", 0),
@@ -386,56 +393,75 @@ def expand(s: Setup, r: int, dataset: FddDataset, feedback: list[dict]) -> tuple
 
 
 def label(s: Setup, cands: list[Candidate]) -> None:
-    """The teacher solves each new problem (label_samples at label_temperature); verified ones are kept."""
-    if not cands:
-        return
+    """The teacher solves each new problem; verified ones are kept (status, answer, rationale set).
+
+    agreement: samples at label_temperature are drawn in steps -- label_min_agree at first, then one more
+    at a time for the undecided, up to label_samples -- and the first answer to reach label_min_agree
+    votes is the label (with 3 samples and 2 votes this is exactly "keep iff >= 2 of 3 agree", and a
+    problem whose first two samples agree costs 2 teacher calls, not 3). reference: samples are drawn one
+    at a time until one reaches the embedded solver's answer.
+    """
     from ..teachers.reference_fdd import reference_answer
 
+    f = s.f
+    reference = f.verify == "reference"
+    gold = {c.id: reference_answer(s.teacher, c.question) for c in cands} if reference else {}
+    pending = [c for c in cands if not reference or gold[c.id] is not None]  # None: the solver never saw it
+    drawn = 0
+    while pending and drawn < f.label_samples:
+        n = min(f.label_samples, drawn + 1 if drawn or reference else f.label_min_agree)
+        for c, samples in zip(pending, _solve(s, pending, n, gold)):
+            c.votes = [a for a, _ in samples]
+            if reference:
+                hit = next((x for x in samples if x[0] is not None and _matches(s, x[0], gold[c.id])), None)
+                if hit is not None:
+                    c.status, c.answer, c.rationale = "kept", gold[c.id], hit[1]
+            else:
+                best = majority(c.votes, _same(s))
+                if best is not None and len(best[1]) >= f.label_min_agree:
+                    answer = format_number(float(best[0])) if s.pot else best[0]
+                    c.status, c.answer, c.rationale = "kept", answer, samples[best[1][0]][1]
+        drawn = n
+        left = f.label_samples - drawn
+        pending = [c for c in pending if c.status == "pending" and (reference or _can_agree(s, c, left))]
+    for c in cands:
+        if c.status == "pending":
+            c.status = "unverified"
+
+
+def _matches(s: Setup, answer: Any, gold: str) -> bool:
+    return fdd_numeric(answer, gold) if s.pot else same_answer(s.splits.task, answer, gold)
+
+
+def _same(s: Setup):
+    if s.pot:
+        return lambda a, b: abs(float(a) - float(b)) <= NUMERIC_TOLERANCE
+    return lambda a, b: same_answer(s.splits.task, a, b)
+
+
+def _can_agree(s: Setup, c: Candidate, left: int) -> bool:
+    best = majority(c.votes, _same(s))
+    return (len(best[1]) if best else 0) + left >= s.f.label_min_agree
+
+
+def _solve(s: Setup, cands: Sequence[Candidate], n: int, gold: dict) -> list[list[tuple[Any, str]]]:
+    """Samples 0..n-1 of the teacher's solution of each problem: [(answer or None, rationale)].
+    Samples drawn in an earlier step come from the cache."""
     f, m = s.f, s.cfg.method
-    gold = [reference_answer(s.teacher, c.question) if f.verify == "reference" else None for c in cands]
-    n = f.label_samples
     if s.pot:
         outs = generate(s.teacher, s.cache, [pot_prompt(c.question) for c in cands],
                         SamplingParams(temperature=f.label_temperature, max_tokens=f.program_max_tokens, n=n),
                         accounting=s.accounting, stage="label_program", batch_size=m.teacher_batch_size,
                         progress=s.cfg.trainer.enable_progress_bar)
         executed = s.programs.run([x.text for cs in outs for x in cs])
-        for j, c in enumerate(cands):
-            runs = executed[j * n:(j + 1) * n]
-            c.votes = [res.answer if res.ok else None for _, res in runs]
-            if gold[j] is not None:  # the embedded solver: some program must reach its answer
-                hits = [i for i, v in enumerate(c.votes) if v is not None and fdd_numeric(v, gold[j])]
-                answer = gold[j] if hits else None
-            else:
-                best = majority(c.votes, lambda a, b: abs(float(a) - float(b)) <= NUMERIC_TOLERANCE)
-                hits = best[1] if best else []
-                answer = format_number(float(best[0])) if best and len(hits) >= f.label_min_agree else None
-            _verdict(c, answer, runs[hits[0]][0] if hits else None)
-    else:
-        exs = [Example(c.id, c.question, gold[j] if gold[j] is not None else NO_GOLD, "text")
-               for j, c in enumerate(cands)]
-        samples = teacher_rationales(
-            s.teacher, s.cache, exs, s.splits.task, n_samples=n, temperature=f.label_temperature,
-            rationale_max_tokens=m.rationale_max_tokens, answer_max_tokens=m.answer_max_tokens,
-            accounting=s.accounting, batch_size=m.teacher_batch_size, progress=s.cfg.trainer.enable_progress_bar)
-        for j, c in enumerate(cands):
-            mine = samples[j * n:(j + 1) * n]
-            c.votes = [x.extracted for x in mine]
-            if gold[j] is not None:  # the embedded solver: the correctness filter against its answer
-                kept, _ = correctness_filter(mine)
-                answer, rationale = (gold[j], kept[0].reasoning_completion) if kept else (None, None)
-            else:
-                best = majority(c.votes, lambda a, b: same_answer(s.splits.task, a, b))
-                ok = best is not None and len(best[1]) >= f.label_min_agree
-                answer, rationale = (best[0], mine[best[1][0]].reasoning_completion) if ok else (None, None)
-            _verdict(c, answer, rationale)
-
-
-def _verdict(c: Candidate, answer: str | None, rationale: str | None) -> None:
-    if answer is None or rationale is None:
-        c.status = "unverified"
-    else:
-        c.status, c.answer, c.rationale = "kept", answer, rationale
+        return [[(res.answer if res.ok else None, prog) for prog, res in executed[j * n:(j + 1) * n]]
+                for j in range(len(cands))]
+    exs = [Example(c.id, c.question, gold.get(c.id) or NO_GOLD, "text") for c in cands]
+    samples = teacher_rationales(
+        s.teacher, s.cache, exs, s.splits.task, n_samples=n, temperature=f.label_temperature,
+        rationale_max_tokens=m.rationale_max_tokens, answer_max_tokens=m.answer_max_tokens,
+        accounting=s.accounting, batch_size=m.teacher_batch_size, progress=s.cfg.trainer.enable_progress_bar)
+    return [[(x.extracted, x.reasoning_completion) for x in samples[j * n:(j + 1) * n]] for j in range(len(cands))]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -515,7 +541,8 @@ def train_round(s: Setup, r: int, dataset: FddDataset, previous: Path | None):
     if previous is not None:
         load_weights(student, previous)
     epochs = s.f.epochs_per_round or cfg.trainer.max_epochs
-    round_cfg = replace(cfg, trainer=replace(cfg.trainer, max_epochs=epochs))
+    every = s.f.eval_every_n_epochs or cfg.trainer.eval_every_n_epochs
+    round_cfg = replace(cfg, trainer=replace(cfg.trainer, max_epochs=epochs, eval_every_n_epochs=every))
     tc = round_cfg.trainer
     dm = FddDataModule(student, dataset, s.f.rationale, s.eval_sets.get("val", []), s.eval_sets.get("test", []),
                        batch_size=tc.batch_size, num_workers=tc.num_workers, seed=cfg.seed + r,
@@ -527,6 +554,61 @@ def train_round(s: Setup, r: int, dataset: FddDataset, previous: Path | None):
                   datamodule=dm, eval_callback=callback)
     save_weights(student, paths.student_dir / WEIGHTS_FILE)
     return student, outcome, len(pairs)
+
+
+def round_data(s: Setup, r: int, dataset: FddDataset | None, student) -> tuple[FddDataset, dict]:
+    """Round r's dataset version: the initial set (r = 0) or the previous version grown by feedback.
+    ``dataset`` / ``student``: round r-1's, when this process has them (else read from round r-1's files)."""
+    import time
+
+    paths = s.round_paths(r)
+    dataset_file = paths.run_dir / "dataset.jsonl"
+    if dataset_file.is_file():  # the data step finished before a kill
+        return FddDataset.load(dataset_file), read_json(paths.run_dir / "counts.json")
+    t0, before = time.time(), s.accounting.total().teacher_calls
+    seconds: dict[str, float] = {}
+    if r == 0:
+        dataset, counts, rows = initial_dataset(s)
+        write_jsonl(paths.teacher_dir / "samples.jsonl", rows)
+    else:
+        prev = s.round_paths(r - 1)
+        if dataset is None:
+            dataset = FddDataset.load(prev.run_dir / "dataset.jsonl")
+        feedback_file = paths.run_dir / "feedback.jsonl"
+        if feedback_file.is_file():
+            feedback = read_jsonl(feedback_file)
+        else:
+            if student is None:  # resumed: rebuild the previous round's student
+                student = base_student(s, [])
+                load_weights(student, prev.student_dir / WEIGHTS_FILE)
+            feedback = student_feedback(s, student, select_for_expansion(s, r, dataset))
+            write_jsonl(feedback_file, feedback)
+            seconds["feedback"] = round(time.time() - t0, 2)
+        t1 = time.time()
+        dataset, counts, cands = expand(s, r, dataset, feedback)
+        seconds["expansion"] = round(time.time() - t1, 2)
+        write_jsonl(paths.run_dir / "generated.jsonl", (asdict(c) for c in cands))
+    counts.update(dataset=dataset.counts(), teacher_calls=s.accounting.total().teacher_calls - before,
+                  seconds=dict(seconds, data_step=round(time.time() - t0, 2)))
+    write_json(paths.run_dir / "counts.json", counts)
+    dataset.save(dataset_file)  # last: its presence marks the data step as done
+    return dataset, counts
+
+
+def round_training(s: Setup, r: int, dataset: FddDataset, counts: dict) -> tuple[Any, dict]:
+    """Train round r's student on its dataset version, evaluate it, and summarise the round."""
+    previous = None
+    if s.f.retrain == "continue" and r > 0:
+        previous = s.round_paths(r - 1).student_dir / WEIGHTS_FILE
+    student, outcome, n_pairs = train_round(s, r, dataset, previous)
+    history = epoch_history(s.round_paths(r))
+    metrics = summarize(history)
+    return student, {
+        "round": r, "metric": s.metric, "test_accuracy": metrics.get("accuracy"),
+        "val_accuracy": (history[-1] if history else {}).get("val_accuracy"),
+        "dataset_problems": len(dataset), "train_samples": n_pairs, "counts": counts, "metrics": metrics,
+        "history": history, "train_time_s": round(outcome.train_time_s, 2),
+        "resumed_from_checkpoint": outcome.resumed_from_checkpoint}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -549,58 +631,23 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     loggers = RoundLogger(s)
     summaries: list[dict] = []
     student, dataset = None, None
-    for r in range(f.rounds + 1):
-        paths = s.round_paths(r)
-        summary_file = paths.run_dir / "summary.json"
-        if summary_file.is_file():  # a finished round: skipped by its saved artifacts
-            summary = read_json(summary_file)
-            summaries.append(dict(summary, resumed=True))
+    try:
+        for r in range(f.rounds + 1):
+            summary_file = s.round_paths(r).run_dir / "summary.json"
+            if summary_file.is_file():  # a finished round: skipped by its saved artifacts
+                summary = read_json(summary_file)
+                summaries.append(dict(summary, resumed=True))
+                loggers.log(summary)
+                student, dataset = None, None
+                continue
+            dataset, counts = round_data(s, r, dataset, student)  # step 0, or steps 1-2 (feedback, expansion)
+            student, summary = round_training(s, r, dataset, counts)  # step 3 (train, evaluate)
+            write_json(summary_file, summary)  # marks the round finished
+            summaries.append(summary)
             loggers.log(summary)
-            student, dataset = None, None
-            continue
-        before = s.accounting.total().teacher_calls
-        dataset_file = paths.run_dir / "dataset.jsonl"
-        if dataset_file.is_file():  # the round's data step finished before a kill
-            dataset, counts = FddDataset.load(dataset_file), read_json(paths.run_dir / "counts.json")
-        elif r == 0:
-            dataset, counts, rows = initial_dataset(s)
-            write_jsonl(paths.teacher_dir / "samples.jsonl", rows)
-        else:
-            prev = s.round_paths(r - 1)
-            if dataset is None:
-                dataset = FddDataset.load(prev.run_dir / "dataset.jsonl")
-            feedback_file = paths.run_dir / "feedback.jsonl"
-            if feedback_file.is_file():
-                feedback = read_jsonl(feedback_file)
-            else:
-                if student is None:  # resumed: rebuild the previous round's student
-                    student = base_student(s, [])
-                    load_weights(student, prev.student_dir / WEIGHTS_FILE)
-                feedback = student_feedback(s, student, dataset)
-                write_jsonl(feedback_file, feedback)
-            dataset, counts, cands = expand(s, r, dataset, feedback)
-            write_jsonl(paths.run_dir / "generated.jsonl", (asdict(c) for c in cands))
-        if not dataset_file.is_file():
-            counts["dataset"] = dataset.counts()
-            counts["teacher_calls"] = s.accounting.total().teacher_calls - before
-            write_json(paths.run_dir / "counts.json", counts)
-            dataset.save(dataset_file)  # last: its presence marks the data step as done
-        previous = None
-        if f.retrain == "continue" and r > 0:
-            previous = s.round_paths(r - 1).student_dir / WEIGHTS_FILE
-        student, outcome, n_pairs = train_round(s, r, dataset, previous)
-        history = epoch_history(paths)
-        metrics = summarize(history)
-        summary = {"round": r, "metric": s.metric, "test_accuracy": metrics.get("accuracy"),
-                   "val_accuracy": (history[-1] if history else {}).get("val_accuracy"),
-                   "dataset_problems": len(dataset), "train_samples": n_pairs, "counts": counts,
-                   "metrics": metrics, "history": history, "train_time_s": round(outcome.train_time_s, 2),
-                   "resumed_from_checkpoint": outcome.resumed_from_checkpoint}
-        write_json(summary_file, summary)
-        summaries.append(summary)
-        loggers.log(summary)
-    s.cache.close()
-    loggers.close()
+    finally:
+        s.cache.close()
+        loggers.close()
 
     totals = s.accounting.to_dict()
     last = summaries[-1]

@@ -24,7 +24,7 @@ from ..evaluation import EvalSpec, epoch_history, summarize
 from ..io import write_json, write_jsonl
 from ..teachers import SamplingParams, build_teacher
 from ..teachers.engine import TeacherAccounting, generate
-from .common import RunContext, print_results_table, seed_everything
+from .common import RunContext, log_summary, print_results_table, seed_everything
 
 
 @dataclass
@@ -132,6 +132,7 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
         resumed_from_checkpoint=outcome.resumed_from_checkpoint, train_time_s=round(outcome.train_time_s, 2),
         **extra,
     )
+    log_summary(cfg, results, accounting)
     if cfg.print_table:
         print_results_table(results)
     return results

@@ -12,7 +12,8 @@
        answers from  Question: {q}\\nSolution Guidance:\\n{sg}\\nAnswer:  scored with prefix 'The answer is'.
     5. Baselines in the same run: the response model alone (zero-shot, zero-shot-CoT), the response model
        with the teacher's own SG for the test questions (reference teacher only: an upper bound on the
-       guide), and CoT fine-tuning on the same number of training questions (x each of cot_ft_scales).
+       guide), and CoT fine-tuning on the same number of training questions (and on cot_ft_scales x as
+       many teacher CoT samples: more questions, then several rationales per question).
     6. results.json: guided / unguided / CoT-FT accuracy, filter counts, guide SG quality, teacher accounting.
 
 Every choice the paper leaves open is a key of :class:`SGFTSettings` (``method.extra``) and is listed in
@@ -50,6 +51,7 @@ from ..guidance import (
     reference_guidance_kind,
     response_prompt,
     sg_prompt,
+    worked_solution,
 )
 from ..io import write_json, write_jsonl
 from ..paths import RunPaths
@@ -104,9 +106,9 @@ class SGFTSettings:
     lisa: LISASettings = field(default_factory=LISASettings)
     response_pretrain: ResponsePretrain = field(default_factory=ResponsePretrain)
     baselines: list[str] = field(default_factory=lambda: ["zero_shot", "zero_shot_cot"])
-    teacher_sg_on_test: str = "auto"  # auto (reference teacher only: free) | true | false
+    teacher_sg_on_test: Optional[bool] = None  # None: only with the reference teacher (free) | true | false
     cot_ft: bool = True  # the CoT fine-tuning baseline
-    cot_ft_scales: list[int] = field(default_factory=lambda: [1])  # x the SG question count (e.g. [1, 10])
+    cot_ft_scales: list[int] = field(default_factory=lambda: [1])  # CoT samples = scale x n_sg (e.g. [1, 10])
     cot_ft_init: str = "response"  # response (fine-tune the response model) | guide (student config, fresh)
 
 
@@ -140,8 +142,6 @@ def settings(cfg: Config) -> SGFTSettings:
         raise bad("response_prompt", "must contain {question} and {sg}")
     if unknown := sorted(set(s.baselines) - set(BASELINES)):
         raise bad("baselines", f"unknown {unknown}; known: {BASELINES}")
-    if s.teacher_sg_on_test not in ("auto", "true", "false"):
-        raise bad("teacher_sg_on_test", f"{s.teacher_sg_on_test!r} is not one of auto, true, false")
     if s.cot_ft_init not in ("response", "guide"):
         raise bad("cot_ft_init", f"{s.cot_ft_init!r} is not one of response, guide")
     if any(k < 1 for k in s.cot_ft_scales):
@@ -270,11 +270,10 @@ def response_pool(cfg: Config, splits: Splits, rp: ResponsePretrain) -> list[Exa
 
 def response_pretraining_pairs(pool: Sequence[Example], rp: ResponsePretrain, template: str, family: str,
                                seed: int) -> list[Pair]:
-    """Each pool question in one format, drawn with ``rp.formats`` weights: guided (reference SG -> the
-    solution along its steps + 'The answer is X.'), zero_shot (-> the answer) or zero_shot_cot (stage 1 ->
-    the reference rationale, stage 2 -> the answer). Every baseline prompt is thus in the model's repertoire."""
-    from ..benchmarks.embedded import rationale_sentences
-
+    """Each pool question in one format, drawn with ``rp.formats`` weights: guided (reference SG -> one
+    worked line per SG step + 'The answer is X.'), zero_shot (-> the answer) or zero_shot_cot (stage 1 -> the
+    same work without the step labels, stage 2 -> the answer). Every baseline prompt is thus in the model's
+    repertoire, and guided and unguided answers do the same work (guidance.guided_solution, worked_solution)."""
     names, weights = zip(*[(k, v) for k, v in rp.formats.items() if v > 0])
     rng = random.Random(f"sgft-response-formats:{seed}")
     pairs = []
@@ -286,7 +285,7 @@ def response_pretraining_pairs(pool: Sequence[Example], rp: ResponsePretrain, te
         elif fmt == "zero_shot":
             pairs.append(Pair(student_input("zs", ex.question, family), f" {ex.answer}", ex.id, "zero_shot"))
         else:
-            rationale = " " + " ".join(rationale_sentences(ex, 0)[0])
+            rationale = worked_solution(ex)
             stage1 = zs_cot_stage1(ex.question.strip())
             pairs.append(Pair(stage1, rationale, ex.id, "zero_shot_cot:1"))
             pairs.append(Pair(zs_cot_stage2(stage1, rationale), f" {ex.answer}.", ex.id, "zero_shot_cot:2"))
@@ -446,21 +445,33 @@ def response_alone(response, examples: Sequence[Example], kind: str, task: str, 
     return [{**row, "rationale": r} for row, r in zip(rows, rationales)]
 
 
+def cot_plan(n_samples: int, n_train: int) -> tuple[int, int]:
+    """(questions, rationales per question) for ``n_samples`` teacher CoT samples: one per question while
+    questions last, then D = ceil(n / |train|) per question at T > 0 (methods.md 3.8: the ~30k CoT baseline
+    is 4 samples per GSM8K train question)."""
+    questions = min(n_samples, n_train)
+    return questions, -(-n_samples // questions)
+
+
 def cot_fine_tune(cfg: Config, s: SGFTSettings, teacher, cache, questions: Sequence[Example], test: Sequence[Example],
-                  task: str, response_dir: Path | None, paths: RunPaths, accounting: TeacherAccounting) -> dict:
-    """Step 5: Fine-tune-CoT on ``questions`` (teacher rationales, correctness filter, ft_cot_token), starting
-    from the response model (default; the paper's CoT-FT row fine-tunes the same base model) or from a fresh
-    student of the guide's config. Evaluated once, after the last epoch, on the same test questions."""
+                  task: str, response_dir: Path | None, paths: RunPaths, accounting: TeacherAccounting,
+                  per_question: int = 1) -> dict:
+    """Step 5: Fine-tune-CoT on ``questions`` (``per_question`` teacher rationales each, T=diverse_temperature
+    when > 1; correctness filter; ft_cot_token), starting from the response model (default; the paper's
+    CoT-FT row fine-tunes the same base model) or from a fresh student of the guide's config. Evaluated once,
+    after the last epoch, on the same test questions."""
     from ..students.build import build_student
     from ..training import fit
 
     m = cfg.method
-    samples = teacher_rationales(teacher, cache, questions, task, n_samples=1, temperature=0.0,
+    temperature = 0.0 if per_question == 1 else m.diverse_temperature
+    samples = teacher_rationales(teacher, cache, questions, task, n_samples=per_question, temperature=temperature,
                                  rationale_max_tokens=m.rationale_max_tokens, answer_max_tokens=m.answer_max_tokens,
                                  accounting=accounting, batch_size=m.teacher_batch_size,
                                  progress=cfg.trainer.enable_progress_bar)
     kept, report = correctness_filter(samples)
-    out: dict[str, Any] = {"n_train_questions": len(questions), "n_train_samples": len(kept), "filter": report}
+    out: dict[str, Any] = {"n_train_questions": len(questions), "rationales_per_question": per_question,
+                           "n_train_samples": len(kept), "filter": report}
     if not kept:
         return {**out, "skipped": "the teacher's rationales were all filtered out (no CoT samples)"}
     init = s.cot_ft_init
@@ -552,7 +563,7 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
         rows = response_alone(response, test, kind, task, cfg)
         write_jsonl(out_dir / f"{kind}.jsonl", rows)
         metrics["response_alone"][kind] = accuracy(rows)
-    if s.teacher_sg_on_test == "true" or (s.teacher_sg_on_test == "auto" and cfg.teacher.name == "reference"):
+    if s.teacher_sg_on_test or (s.teacher_sg_on_test is None and cfg.teacher.name == "reference"):
         outs = generate(teacher, cache, [sg_prompt(q.question, s.prompt, shots) for q in test],
                         SamplingParams(temperature=0.0, max_tokens=s.sg_max_tokens), accounting=accounting,
                         stage="guidance_test", batch_size=cfg.method.teacher_batch_size, progress=progress)
@@ -563,12 +574,9 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     cot: dict[str, Any] = {}
     if s.cot_ft:
         for scale in s.cot_ft_scales:
-            if n_sg * scale > len(ordered):
-                cot[f"x{scale}"] = {"skipped": f"needs {n_sg * scale} training questions, the benchmark has "
-                                               f"{len(ordered)} (raise benchmark.n_train)"}
-                continue
-            cot[f"x{scale}"] = cot_fine_tune(cfg, s, teacher, cache, ordered[:n_sg * scale], test, task,
-                                             response_dir, RunPaths(paths.run_dir / f"cot_ft_x{scale}"), accounting)
+            n_q, per_q = cot_plan(n_sg * scale, len(ordered))
+            cot[f"x{scale}"] = cot_fine_tune(cfg, s, teacher, cache, ordered[:n_q], test, task, response_dir,
+                                             RunPaths(paths.run_dir / f"cot_ft_x{scale}"), accounting, per_q)
         metrics["cot_ft"] = {k: v.get("accuracy") for k, v in cot.items()}
     cache.close()
     lap("cot_ft")

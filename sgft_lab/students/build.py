@@ -5,9 +5,11 @@ Adapters: ``none`` (full fine-tuning), ``lora`` (peft) or ``qlora`` (4-bit nf4 b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from omegaconf import MISSING
 
 from sgft_lab.config import StudentConfig
 
@@ -146,9 +148,9 @@ def _add_adapter(model, cfg: StudentConfig):
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.adapter == "qlora":
-        # peft's QLoRA recipe: fp32 norms/embeddings, input grads on, gradient checkpointing (non-reentrant:
-        # torch is deprecating the reentrant default).
-        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+        # peft's QLoRA recipe: fp32 norms/embeddings, input grads on. Gradient checkpointing is the trainer's
+        # choice (trainer.gradient_checkpointing; null = on for QLoRA, as in peft's recipe): StudentModule.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -182,10 +184,13 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
     work_dir = Path(work_dir) if work_dir is not None else None
     quantize = cfg.adapter == "qlora"
 
-    if cfg.name_or_path is None and cfg.name == "hf":
-        # conf/student/hf.yaml says `name_or_path: ???`, but `???` merged over the schema's None default is a
-        # no-op, so a forgotten override arrives here as None: refuse rather than build the tiny model.
+    if cfg.name_or_path in (None, MISSING) and cfg.name == "hf":
+        # conf/student/hf.yaml says `name_or_path: ???`: a forgotten override must not build the tiny model.
         raise ValueError("student=hf needs student.name_or_path=<hub name or local path>")
+    if cfg.name_or_path == MISSING:
+        # A StudentConfig made in Python without name_or_path holds the schema's MISSING marker ('???'); the
+        # Hydra path never gets here (validate() requires the value). Read it as null: the tiny student.
+        cfg = replace(cfg, name_or_path=None)
     if cfg.name_or_path is None:
         if cfg.family != "decoder":
             raise ValueError("the tiny student (student.name_or_path=null) is a decoder: "
@@ -216,8 +221,27 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
 
+    if cfg.use_chat_template:
+        if cfg.family != "decoder":
+            raise ValueError("student.use_chat_template=true is for decoder (Instruct) students")
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"student.use_chat_template=true, but the tokenizer of {cfg.name_or_path or 'tiny'} "
+                             "has no chat template")
+        tok.sgft_chat_template = True  # encode.prompt_ids wraps every prompt as a user message
     if cfg.adapter != "none":
         model = _add_adapter(model, cfg)
     if quantize and not torch.cuda.is_available():
         disable_cpu_bf16_repack(model)
+    set_decode(model, cfg.decode, cfg.decode_kwargs)
     return Student(model=model, tokenizer=tok, family=cfg.family, cfg=cfg)
+
+
+def set_decode(model, backend: str, options: dict | None = None) -> None:
+    """Record the evaluation decoding backend on the model (``generation.generate`` reads it), so every caller
+    of ``generate(model, ...)`` decodes as ``student.decode`` says without passing it along."""
+    from sgft_lab.students.generation import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ValueError(f"student.decode={backend!r} is not one of {BACKENDS}")
+    model.sgft_decode = backend
+    model.sgft_decode_kwargs = dict(options or {})

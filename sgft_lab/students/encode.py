@@ -63,10 +63,23 @@ def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None =
     _check_family(family)
     if family == "encoder_decoder":
         return _hf_encode(tokenizer, text, max_input_tokens)
+    if getattr(tokenizer, "sgft_chat_template", False):
+        ids = chat_prompt_ids(tokenizer, text)
     else:
         prefix, _ = special_affixes(tokenizer)
         ids = prefix + tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids[:max_input_tokens] if max_input_tokens is not None else ids
+
+
+def chat_prompt_ids(tokenizer, text: str) -> list[int]:
+    """``text`` as one user message in the tokenizer's chat template, ending with the assistant header (the
+    template adds its own BOS). Used when ``student.use_chat_template`` (Instruct students): build_student sets
+    ``tokenizer.sgft_chat_template``, so training and generation wrap prompts the same way."""
+    out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                        tokenize=True)
+    if hasattr(out, "keys") and "input_ids" in out:  # transformers 5 may return a BatchEncoding
+        out = out["input_ids"]
+    return [int(i) for i in out]
 
 
 def label_ids(tokenizer, family: str, text: str, max_label_tokens: int | None = None) -> list[int]:

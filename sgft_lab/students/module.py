@@ -13,8 +13,73 @@ from sgft_lab.students.build import Student
 MODEL_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "decoder_attention_mask")
 
 
+OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+# Prefixes wrappers add to parameter names (FSDP, activation checkpointing, torch.compile).
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def make_optimizer(name: str, params: list, lr: float, weight_decay: float):
+    """AdamW in one of its forms: torch's (``adamw``; ``adamw_fused`` on CUDA) or bitsandbytes' 8-bit / paged.
+
+    bitsandbytes' optimizers run on CPU too (0.50: paged ones fall back to unpaged memory there, with a
+    warning); they save memory only on CUDA, where the paged forms spill optimizer state to host memory.
+    """
+    import torch
+
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw_fused":
+        if not all(p.is_cuda for p in params):
+            raise ValueError("trainer.optimizer=adamw_fused needs every trainable parameter on CUDA "
+                             "(use trainer.optimizer=adamw on CPU)")
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    bnb_names = {"adamw_8bit": "AdamW8bit", "paged_adamw_8bit": "PagedAdamW8bit",
+                 "paged_adamw_32bit": "PagedAdamW32bit"}
+    if name in bnb_names:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:  # pragma: no cover - bitsandbytes is a dependency
+            raise ValueError(f"trainer.optimizer={name} needs bitsandbytes (pip install bitsandbytes): {e}") from e
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Paged optimizers are not supported on CPU.*")
+            return getattr(bnb.optim, bnb_names[name])(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"trainer.optimizer={name!r} is not one of {OPTIMIZERS}")
+
+
+def clean_name(name: str) -> str:
+    for p in _WRAPPER_PREFIXES:
+        name = name.replace(p, "")
+    return name
+
+
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing of every block, non-reentrant: works with frozen inputs (LoRA)
+    without ``enable_input_require_grads``. transformers >= 5.2x names it activation_checkpointing_enable."""
+    from sgft_lab.students.loss import unwrap
+
+    hf = unwrap(model)
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf, "activation_checkpointing_enable"):
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _wants_checkpointing(student: Student, cfg: TrainerConfig) -> bool:
+    if cfg.gradient_checkpointing is None:
+        return student.cfg.adapter == "qlora"  # peft's QLoRA recipe turns it on
+    return bool(cfg.gradient_checkpointing)
+
+
 class StudentModule(pl.LightningModule):
     """Fine-tunes ``student.model`` on ``encode.collate`` batches (Fine-tune-CoT's loss: label tokens only).
+
+    The loss: for supported decoders (``loss.decoder_parts``) with ``trainer.loss_chunk_size`` set, the LM head
+    and cross-entropy run in chunks over the label positions only (``loss.chunked_causal_lm_loss``: the same
+    loss and gradients, no full fp32 logits); otherwise the model's own loss. Options from the trainer config:
+    gradient checkpointing, ``torch.compile`` of the forward, the optimizer and the schedule.
 
     For LoRA/QLoRA students, checkpoints hold only the trainable (adapter) tensors and load non-strictly, so a
     checkpoint is the size of the adapter, not of the base model.
@@ -22,19 +87,52 @@ class StudentModule(pl.LightningModule):
 
     def __init__(self, student: Student, trainer_cfg: TrainerConfig):
         super().__init__()
+        from sgft_lab.students.loss import decoder_parts
+
         self.student = student
         self.model = student.model
         self.trainer_cfg = trainer_cfg
         self.adapter_only = student.cfg.adapter != "none"
         if self.adapter_only:
             self.strict_loading = False  # checkpoints lack the frozen base weights
+        if trainer_cfg.optimizer not in OPTIMIZERS:
+            raise ValueError(f"trainer.optimizer={trainer_cfg.optimizer!r} is not one of {OPTIMIZERS}")
+        chunk = trainer_cfg.loss_chunk_size
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"trainer.loss_chunk_size must be >= 1 or null, got {chunk}")
+        self.parts = decoder_parts(self.model) if (chunk and student.family == "decoder") else None
+        self.gradient_checkpointing = _wants_checkpointing(student, trainer_cfg)
+        if self.gradient_checkpointing:
+            enable_checkpointing(self.model)
+        # Compiled callables live in a plain dict: as attributes they would register as submodules and
+        # change the checkpoint's parameter names.
+        self._compiled: dict[str, Any] = {}
+        if trainer_cfg.compile:
+            import torch
+
+            kw = {"backend": trainer_cfg.compile_backend}
+            if trainer_cfg.compile_mode:
+                kw["mode"] = trainer_cfg.compile_mode
+            target = self.parts[0] if self.parts is not None else self.model
+            self._compiled["forward"] = torch.compile(target, **kw)
         self.save_hyperparameters({"student": asdict(student.cfg), "trainer": asdict(trainer_cfg)})
+
+    @property
+    def uses_chunked_loss(self) -> bool:
+        return self.parts is not None
 
     def forward(self, **batch):
         return self.model(**batch)
 
     def _loss(self, batch: dict[str, Any]):
-        return self.model(**{k: v for k, v in batch.items() if k in MODEL_KEYS}).loss
+        if self.parts is not None:
+            from sgft_lab.students.loss import chunked_causal_lm_loss
+
+            return chunked_causal_lm_loss(self.model, batch["input_ids"], batch["attention_mask"],
+                                          batch["labels"], self.trainer_cfg.loss_chunk_size,
+                                          inner_fn=self._compiled.get("forward"))
+        model = self._compiled.get("forward", self.model)
+        return model(**{k: v for k, v in batch.items() if k in MODEL_KEYS}).loss
 
     def on_fit_start(self) -> None:
         # Lightning keeps the mode modules arrive in; a student that was evaluated before fit must train.
@@ -47,7 +145,6 @@ class StudentModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        import torch
         from transformers import get_scheduler
 
         cfg = self.trainer_cfg
@@ -55,7 +152,7 @@ class StudentModule(pl.LightningModule):
         if not params:
             raise ValueError("StudentModule: the student has no trainable parameters")
         # Fine-tune-CoT: torch.optim.AdamW(lr=3e-4), default weight decay 0.01 on every parameter.
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
         if cfg.scheduler == "constant" and cfg.warmup_ratio == 0:
             return optimizer  # Fine-tune-CoT's setting: no scheduler
         total = int(self.trainer.estimated_stepping_batches)
@@ -68,12 +165,13 @@ class StudentModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def trainable_state_keys(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if p.requires_grad}
+        return {clean_name(n) for n, p in self.named_parameters() if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.adapter_only:
             keep = self.trainable_state_keys()
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                        if clean_name(k) in keep}
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None,
                  batch_size: int | None = None, progress: bool = False) -> list[str]:

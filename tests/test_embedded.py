@@ -205,10 +205,23 @@ def test_benchmark_presets(preset, generator, task, difficulty):
         task,
         difficulty,
     )
-    assert (cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed) == (1000, 100, 200, 0)
+    assert (cfg.n_val, cfg.n_test, cfg.data_seed) == (100, 200, 0) and cfg.n_train >= 1000
     s = load_embedded(replace(cfg, n_train=30, n_val=5, n_test=5))
     assert s.task == task and s.train[0].id == f"{preset}:train:0"
     assert all(e.meta["difficulty"] == difficulty for e in s.train)
+
+
+def test_arithmetic_number_bounds_are_respected_and_inherited_by_variants():
+    exs = generate_examples("arithmetic", 200, 3, seed=1, params={"max_operand": 8, "max_value": 25})
+    for e in exs:
+        values = [s["result"] for s in e.trace]
+        assert max(values) <= 25 and min(values) >= 2
+        assert all(a <= 8 for s in e.trace if s["kind"] in ("add", "sub") for a in s["args"][1:])
+        v = variant(e, harder=True, seed=0)
+        assert v.meta["params"] == {"max_operand": 8, "max_value": 25}
+        assert max(s["result"] for s in v.trace) <= 25
+    with pytest.raises(ValueError, match="max_operand"):
+        generate_examples("arithmetic", 1, 2, seed=0, params={"max_operand": 2, "max_value": 30})
 
 
 @pytest.mark.parametrize("generator", sorted(GENERATORS))

@@ -43,7 +43,7 @@ class FddConfig:
     dedupe_threshold: float = 0.5  # ... in this fraction of the new question's n-grams -> dropped
     pot_timeout_s: float = 5.0
     pot_memory_mb: int = 512
-    pot_workers: int = 2
+    pot_workers: int = 4
 
 
 @dataclass

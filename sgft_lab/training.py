@@ -179,11 +179,17 @@ def throughput_callback(family: str):
             if pl_module.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(pl_module.device)
 
-        def on_train_epoch_start(self, trainer, pl_module):
+        def _begin(self, pl_module) -> None:
             _sync(pl_module.device)
             self._real = torch.zeros((), dtype=torch.float64, device=pl_module.device)
             self._positions = 0
             self._t0 = time.perf_counter()
+
+        def on_train_start(self, trainer, pl_module):
+            self._begin(pl_module)  # a mid-epoch resume enters the epoch without on_train_epoch_start
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._begin(pl_module)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             mask = batch["attention_mask"]
@@ -233,18 +239,38 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def checkpoint_callbacks(tc: TrainerConfig, paths: RunPaths) -> list:
-    """``last.ckpt`` after every epoch, and every ``checkpoint_every_n_steps`` optimizer steps when set."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def checkpoint_callback(tc: TrainerConfig, paths: RunPaths):
+    """Rewrite ``checkpoints/last.ckpt`` after every epoch (after that epoch's evaluation) and, with
+    ``trainer.checkpoint_every_n_steps``, every n optimizer steps.
 
-    out = [ModelCheckpoint(dirpath=str(paths.checkpoints_dir), save_last=True, save_top_k=0, every_n_epochs=1,
-                           save_on_train_epoch_end=True)]
-    if tc.checkpoint_every_n_steps:
-        # A mid-epoch resume restarts the epoch's data loader (Lightning cannot fast-forward a plain loader),
-        # keeping the optimizer step count and schedule; the epoch ends after its remaining steps.
-        out.append(ModelCheckpoint(dirpath=str(paths.checkpoints_dir), save_last=True, save_top_k=0,
-                                   every_n_train_steps=int(tc.checkpoint_every_n_steps)))
-    return out
+    Why not ModelCheckpoint: Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint was written in
+    the same step, so ``save_top_k=0, save_last=True`` saved nothing until training ended (nothing to resume
+    from after a kill), and top-k files would double the writes. A mid-epoch resume restarts the epoch's data
+    loader (a plain loader cannot be fast-forwarded), keeping the optimizer step count and the schedule; the
+    epoch then ends after its remaining steps.
+    """
+    import lightning.pytorch as pl
+
+    last = paths.checkpoints_dir / "last.ckpt"
+    every = int(tc.checkpoint_every_n_steps or 0)
+
+    class LastCheckpoint(pl.Callback):
+        def __init__(self):
+            self.saved_step = -1
+
+        def _save(self, trainer) -> None:
+            trainer.save_checkpoint(str(last))  # every rank calls it; the strategy writes on rank 0
+            self.saved_step = trainer.global_step
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step = trainer.global_step  # optimizer steps: accumulation micro-batches share one
+            if every and step > 0 and step % every == 0 and step != self.saved_step:
+                self._save(trainer)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self._save(trainer)
+
+    return LastCheckpoint()
 
 
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
@@ -283,7 +309,7 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         eval_sets, spec, paths, tc.eval_every_n_epochs, progress=tc.enable_progress_bar), *callbacks]
     if tc.save_checkpoints:
         # Only `last.ckpt`, rewritten each epoch: enough to resume, and LoRA checkpoints hold adapters only.
-        callbacks += checkpoint_callbacks(tc, paths)
+        callbacks.append(checkpoint_callback(tc, paths))
     plugins = [] if (sharded or _strategy_name(tc).startswith("deepspeed")) else [_atomic_checkpoint_io()]
     trainer = pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes, strategy=strategy,
@@ -293,6 +319,7 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         logger=build_loggers(cfg, paths, job_type or cfg.method.name), callbacks=callbacks, plugins=plugins,
         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=tc.enable_progress_bar,
         enable_model_summary=False, default_root_dir=str(paths.run_dir), deterministic=tc.deterministic,
+        enable_checkpointing=False,  # checkpoint_callback writes last.ckpt itself
     )
     last = paths.checkpoints_dir / "last.ckpt"
     ckpt = str(last) if last.exists() else None

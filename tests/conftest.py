@@ -41,6 +41,7 @@ def compose(overrides: list[str] | None = None, *, hydra_cfg: bool = False):
 def run_sgft(args: list[str], tmp_path: Path, *, module: str = "sgft_lab", timeout: int = 600,
              check: bool = True) -> subprocess.CompletedProcess:
     """Run `python -m sgft_lab ARGS` with outputs under tmp_path; returns the completed process."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SGFT_LAB_OUTPUT_DIR=str(tmp_path / "outputs"), PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     p = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,

@@ -145,6 +145,7 @@ def _setup(tmp_path, examples, **fdd):
     from sgft_lab.methods.fdd import Programs, Setup
     from sgft_lab.teachers.cache import TeacherCache
 
+    fdd = {"max_new_per_round": "null", **fdd}  # cap = |original train| (methods.md 4.2)
     cfg = validate(compose(["method=fdd", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
                             *[f"method.fdd.{k}={v}" for k, v in fdd.items()]]))
     cfg.method.fdd.easy_prompt, cfg.method.fdd.hard_prompt = EASY, HARD
@@ -226,7 +227,8 @@ def test_dedupe_against_pool_and_test_and_cap(tmp_path, arith):
 # --------------------------------------------------------------------------------------- end to end
 
 FAST = [o for o in TINY if not o.startswith(("benchmark.n_train", "trainer.max_epochs"))] + [
-    "benchmark.n_train=24", "method.fdd.epochs_per_round=1", "method.fdd.rounds=2", "student.max_new_tokens=40"]
+    "benchmark.n_train=24", "method.fdd.epochs_per_round=1", "method.fdd.eval_every_n_epochs=null",
+    "method.fdd.rounds=2", "method.fdd.max_new_per_round=null", "student.max_new_tokens=40"]
 
 
 def _run(tmp_path, *overrides):

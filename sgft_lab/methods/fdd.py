@@ -4,7 +4,7 @@
        (Fine-tune-CoT's stage-1 prompt, answer-filtered) or program-of-thought (a program computing
        ``ans``, kept iff its executed ``ans`` equals the gold answer). Train the student on this set.
     for round r = 1..R:
-    1. Feedback: the round r-1 student answers every problem of the pool greedily (PoT: its program is
+    1. Feedback: the round r-1 student answers the pool's problems greedily (PoT: its program is
        executed in the sandbox); solved = easy, failed = hard.
     2. Expansion: the teacher writes a harder variant of each easy problem and a new problem of similar
        difficulty for each hard one; it then solves each new problem (3 samples at T=0.7, kept iff >= 2
@@ -24,8 +24,11 @@ listed in experiments/fdd/README.md. Choices made here rather than in methods.md
   spawn a similar problem) but yields no training sample.
 - A problem expanded again in a later round is asked with the next sample index (same prompt, sample
   k = times asked before, at variant_temperature), so it gets a new variant rather than the cached one.
-- The cap on requests per round (max_new_per_round, default |original train|) picks problems uniformly
-  at random (seeded by seed and round) when the pool is larger.
+- The cap on problems expanded per round (max_new_per_round; methods.md: |original train|, the CPU
+  preset uses 300) picks problems uniformly at random (seeded by seed and round) when the pool is
+  larger, and only those get feedback: the split matters only for problems that are expanded.
+- New problems are labelled in steps: 2 samples, a 3rd only when they disagree -- the same decision as
+  "3 samples, keep iff >= 2 agree", with up to a third fewer teacher calls (see ``label``).
 - Duplicates are dropped before labelling (no teacher calls spent on them): exact (normalised) repeats
   of the pool or of this round's earlier new problems, and problems sharing >= dedupe_threshold of
   their word 8-grams with a test or val question (methods.md says test; val is added as it is used for
@@ -548,7 +551,7 @@ def train_round(s: Setup, r: int, dataset: FddDataset, previous: Path | None):
                        batch_size=tc.batch_size, num_workers=tc.num_workers, seed=cfg.seed + r,
                        template=cfg.method.template)
     spec = EvalSpec(task=s.splits.task, template=cfg.method.template, max_new_tokens=cfg.student.max_new_tokens,
-                    batch_size=tc.eval_batch_size)
+                    batch_size=tc.eval_batch_size, max_input_tokens=cfg.student.max_input_tokens)
     callback = pot_callback(s, paths, tc.eval_every_n_epochs) if s.pot else None
     outcome = fit(round_cfg, student, pairs, s.eval_sets, spec, paths, job_type=f"fdd_round_{r}",
                   datamodule=dm, eval_callback=callback)

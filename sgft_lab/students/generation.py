@@ -95,9 +95,13 @@ def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_
     if backend == "static":
         static = _decoders.get(model)
         want_compile = bool(options.get("compile", device.type == "cuda"))
-        if static is None or static.compiled != want_compile:
+        dtype = next(model.parameters()).dtype
+        if static is None or static.compiled != want_compile or static.dtype != dtype:
             static = _decoders[model] = StaticDecoder(model, compile=want_compile,
                                                       check_every=int(options.get("check_every", 16)))
+        # Compiled: one prompt width for every batch of this call (the longest prompt, bucketed), so the
+        # decoding step keeps one shape per evaluation set and compiles once, not once per batch.
+        width = max(len(e) for e in encoded) if encoded else 0
     was_training = model.training
     model.eval()
     try:
@@ -106,7 +110,7 @@ def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_
                 idx = order[start:start + batch_size]
                 seqs = [list(encoded[i]) for i in idx]
                 if static is not None:
-                    rows = static.run(seqs, max_new_tokens, pad_id, eos, batch_size=batch_size)
+                    rows = static.run(seqs, max_new_tokens, pad_id, eos, batch_size=batch_size, min_width=width)
                 else:
                     rows = _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device)
                 for i, r in zip(idx, rows, strict=True):
@@ -161,11 +165,16 @@ class StaticDecoder:
             raise ValueError(f"static decoding: {type(model).__name__} is not a supported decoder")
         self.inner, self.head = parts
         self.config = self.inner.config
+        self.dtype = next(model.parameters()).dtype
         # transformers < 5.2x takes cache_position; later versions track it inside the cache.
         self.takes_cache_position = "cache_position" in inspect.signature(self.inner.forward).parameters
         self.compiled = compile
         self.check_every = max(1, check_every)
         self.caches: dict[tuple[int, int], Any] = {}
+        if compile:
+            # One graph per (batch, length) shape and model; the default limit (8) would fall back to eager
+            # when a run holds several students or evaluation sets.
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self._step = torch.compile(self._forward, mode="reduce-overhead", dynamic=False) if compile \
             else self._forward
 
@@ -188,14 +197,15 @@ class StaticDecoder:
         return cache
 
     def run(self, seqs: list[list[int]], max_new_tokens: int, pad_id: int, eos: Sequence[int],
-            batch_size: int | None = None) -> list[list[int]]:
+            batch_size: int | None = None, min_width: int = 0) -> list[list[int]]:
+        """Greedy new tokens for ``seqs`` (one batch): ``max_new_tokens`` each, pads after an EOS."""
         import torch
 
         device = self.head.weight.device
         n = len(seqs)
         width = max(len(s) for s in seqs)
         if self.compiled:  # fixed shapes: width bucket, full batch (dummy rows repeat the last prompt)
-            width = -(-width // WIDTH_BUCKET) * WIDTH_BUCKET
+            width = -(-max(width, min_width) // WIDTH_BUCKET) * WIDTH_BUCKET
             seqs = seqs + [seqs[-1]] * (max(batch_size or n, n) - n)
         b = len(seqs)
         length = width + max_new_tokens

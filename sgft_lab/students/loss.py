@@ -72,7 +72,8 @@ def chunked_causal_lm_loss(model, input_ids, attention_mask, labels, chunk_size:
     if chunk_size < 1:
         raise ValueError(f"chunked loss: chunk_size must be >= 1, got {chunk_size}")
     inner, head = parts
-    out = (inner_fn or inner)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    call = inner_fn if inner_fn is not None else inner  # (an OptimizedModule has no truth value)
+    out = call(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
     target = labels[:, 1:]
     keep = target != IGNORE_INDEX

@@ -1,0 +1,37 @@
+"""DDP with 2 CPU processes (gloo) through the CLI: `python -m sgft_lab trainer=ddp trainer.devices=2
+trainer.accelerator=cpu ...`. Lightning re-runs the command for rank 1 with the same Hydra run dir; the
+ranks split the length-grouped batches; only rank 0 evaluates and checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_sgft
+
+pytest.importorskip("torch")
+pytest.importorskip("lightning.pytorch")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_to_end(tmp_path: Path):
+    run_sgft(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.threads=1", *TINY],
+                 tmp_path, timeout=240)
+    (res_file,) = (tmp_path / "outputs" / "runs").rglob("results.json")
+    res = json.loads(res_file.read_text())
+    run_dir = Path(res["run_dir"])
+    assert 0.0 <= res["metrics"]["accuracy"] <= 1.0 and len(res["history"]) == 2
+    assert sorted(f.name for f in (run_dir / "predictions").iterdir()) == ["epoch_000.jsonl", "epoch_001.jsonl"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # Both ranks trained, each on half of the batches: steps per epoch = ceil(ceil(n / 8) / 2), where one
+    # process would take ceil(n / 8) (and a rank that never joined would hang the other).
+    n = res["n_train_samples"]
+    per_epoch = math.ceil(math.ceil(n / 8) / 2)
+    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("train_tokens_per_s")]
+    assert [int(r["step"]) for r in rows] == [per_epoch - 1, 2 * per_epoch - 1]
+    assert all(float(r["train_tokens_per_s"]) > 0 and 0 <= float(r["train_padding_fraction"]) < 0.5 for r in rows)
+    assert len(list((run_dir.parent).iterdir())) == 1  # rank 1 wrote into the same run dir, not a new one

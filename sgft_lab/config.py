@@ -29,8 +29,8 @@ class FddConfig:
         "relations, and it has a single numerical answer. Output only the new problem.")
     hard_prompt: str = (
         "Here is a math word problem that a student could not solve:\n{question}\nWrite one new, "
-        "self-contained math word problem that tests the same skills at the same difficulty, with a different "
-        "context and different numbers, and a single numerical answer. Output only the new problem.")
+        "self-contained math word problem that tests the same skills at the same difficulty, with a "
+        "different context and different numbers, and a single numerical answer. Output only the new problem.")
     variant_temperature: float = 0.7
     variant_max_tokens: int = 256
     max_new_per_round: Optional[int] = None  # problems sent for variants per round; None = |original train|
@@ -93,7 +93,7 @@ class StudentConfig:
     # Evaluation decoding (students/generation.py): auto (static KV cache + compiled steps on CUDA decoders,
     # HF `generate` elsewhere) | eager (HF `generate`) | static (static KV cache; compiled on CUDA) | vllm
     decode: str = "auto"
-    decode_kwargs: dict[str, Any] = field(default_factory=dict)  # static: compile, check_every; vllm: LLM kwargs
+    decode_kwargs: dict[str, Any] = field(default_factory=dict)  # static: compile, check_every; vllm: LLM
 
 
 @dataclass
@@ -184,7 +184,7 @@ class TrainerConfig:
     threads: Optional[int] = None  # torch.set_num_threads on CPU
     # Scale and speed (training.py documents each): several devices/nodes, optimizer, memory, throughput.
     num_nodes: int = 1
-    strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # kwargs of DDPStrategy / FSDPStrategy / ...
+    strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # DDPStrategy / FSDPStrategy / ... kwargs
     max_steps: int = -1  # -1 = no step limit (max_epochs decides)
     optimizer: str = "adamw"  # adamw | adamw_fused | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit
     gradient_checkpointing: Optional[bool] = None  # None: on for adapter=qlora (peft's recipe), else off
@@ -205,6 +205,8 @@ class LoggerConfig:
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     offline: Optional[bool] = None  # None: online if WANDB_API_KEY is set, else offline with a notice
+    log_predictions: bool = True  # a wandb.Table of the prediction rows after every evaluation
+    log_artifacts: bool = False  # the trained student (checkpoint + tokenizer) and the teacher data as artifacts
 
 
 @dataclass
@@ -226,6 +228,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     experiment: Optional[str] = None  # name of the experiment preset, if any
+    tier: Optional[str] = None  # scale tier (conf/tier/*.yaml, e.g. embedded); None = the preset's real scale
     print_table: bool = True
 
 

@@ -114,6 +114,29 @@ def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths
                 rows += split_rows
                 pl_module.log(f"{split}_accuracy", accuracy(split_rows), on_epoch=True, rank_zero_only=True)
             write_jsonl(paths.predictions(epoch), rows)
+            log_prediction_table(trainer, rows, epoch)
             pl_module.student.model.train()
 
     return GenerationEvaluator()
+
+
+TABLE_COLUMNS = ("epoch", "split", "id", "question", "completion", "extracted", "answer", "correct")
+
+
+def log_prediction_table(trainer, rows: Sequence[dict], epoch: int, key: str = "predictions") -> bool:
+    """Log this evaluation's prediction rows as a ``wandb.Table`` when a WandbLogger is attached (and
+    ``logger.log_predictions`` is on); one table per evaluation, under ``key``. Returns whether it logged."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    loggers = [lg for lg in getattr(trainer, "loggers", []) if isinstance(lg, WandbLogger)]
+    if not rows:
+        return False
+    data = [[epoch, *(r.get(c) for c in TABLE_COLUMNS[1:])] for r in rows]
+    logged = False
+    for lg in loggers:
+        # The run's config (training.build_loggers hands it to W&B) carries the switch.
+        if not (lg.experiment.config.get("logger") or {}).get("log_predictions", True):
+            continue
+        lg.log_table(key=key, columns=list(TABLE_COLUMNS), data=data, step=trainer.global_step)
+        logged = True
+    return logged

@@ -54,13 +54,15 @@ def sg_prompt(question: str, variant: str = "IV", examples: Sequence[tuple[str, 
               retry: bool = False) -> str:
     """The teacher's (and the guide's) SG request: ``{instruction}\\n\\n{question}``.
 
-    ``examples``: (question, SG) pairs for the few-shot variants III and V (required there, refused elsewhere).
+    ``examples``: (question, SG) pairs for the few-shot variants III and V (required there, refused
+    elsewhere).
     ``retry``: the re-implementation's extra instruction, on its own line after the instruction.
     """
     if variant not in PROMPTS:
         raise ValueError(f"unknown SG prompt variant {variant!r}; known: {', '.join(PROMPTS)}")
     if variant in FEW_SHOT and not examples:
-        raise ValueError(f"SG prompt {variant} is few-shot: it needs examples (method.extra.n_prompt_examples > 0)")
+        raise ValueError(f"SG prompt {variant} is few-shot: it needs examples "
+                         "(method.extra.n_prompt_examples > 0)")
     if variant not in FEW_SHOT and examples:
         raise ValueError(f"SG prompt {variant} is zero-shot: it takes no examples")
     text = PROMPTS[variant]
@@ -157,9 +159,10 @@ class FilterRules:
     any_number: bool = False  # stricter than 3.4 (our option): reject any digit at all
 
 
-def check_sg(text: str, rules: FilterRules = FilterRules()) -> tuple[list[str], list[str]]:
+def check_sg(text: str, rules: FilterRules | None = None) -> tuple[list[str], list[str]]:
     """(parsed steps, rejection reasons); no reasons = the SG passes. Rules 2-6 read the steps only
     (a preamble the parser drops is not part of the training target)."""
+    rules = rules or FilterRules()
     steps = parse_steps(text)
     body = "\n".join(steps)
     reasons = []
@@ -249,7 +252,7 @@ _ARITH_STEPS = {
 
 
 def _arith_plan(trace: list[dict]) -> list[tuple[str, str]]:
-    """(SG step, worked step) per plan item: the worked step is the step's equation(s), e.g. ``13 + 17 = 30.``"""
+    """(SG step, worked step) per plan item; the worked step is its equation(s), e.g. ``13 + 17 = 30.``"""
     values = [s["result"] for s in trace]  # integers: the generator keeps every value whole
     plan: list[tuple[str, str]] = []
     for s in trace:
@@ -270,8 +273,8 @@ def _arith_plan(trace: list[dict]) -> list[tuple[str, str]]:
 def embedded_guidance_plan(example: Example, max_steps: int = 6) -> list[tuple[str, str]]:
     """(SG step, worked step) pairs of an embedded example. Arithmetic: the operation to do / its equation.
     Coin flip and last letters: what to check per person / word (at most ``max_steps`` steps, people or
-    words grouped when there are more) / the phrasing-0 rationale sentences of ``embedded.rationale_sentences``
-    that do it (its closing sentence joins the last step)."""
+    words grouped when there are more) / the phrasing-0 rationale sentences of
+    ``embedded.rationale_sentences`` that do it (its closing sentence joins the last step)."""
     from .benchmarks.embedded import rationale_sentences, trace_generator
 
     trace = list(example.trace or [])
@@ -318,7 +321,8 @@ def _solution_steps(example: Example) -> list[str]:
         line = re.sub(r"\s*=\s*" + _NUM.pattern, "", line)  # "= 36": a result
 
         def swap(m: re.Match) -> str:
-            return m.group(0) if m.group(0).strip("$%").replace(",", "") in question_numbers else "the earlier result"
+            given = m.group(0).strip("$%").replace(",", "") in question_numbers
+            return m.group(0) if given else "the earlier result"
 
         line = _NUM.sub(swap, line)
         for pattern, word in _OPERATOR_WORDS:
@@ -334,7 +338,8 @@ def _strategy_steps(example: Example) -> list[str]:
     if decomposition:
         return [str(q).strip() for q in decomposition if str(q).strip()]
     facts = [s.strip() for s in re.split(r"(?<=[.!?])\s+", example.rationale or "") if s.strip()]
-    return [f"Recall that {f[0].lower()}{f[1:]}" for f in facts] + ["Decide whether these facts mean yes or no."]
+    steps = [f"Recall that {f[0].lower()}{f[1:]}" for f in facts]
+    return steps + ["Decide whether these facts mean yes or no."]
 
 
 def reference_guidance(example: Example, max_steps: int = 6) -> list[str] | None:
@@ -374,13 +379,14 @@ def _sloppy(steps: list[str], example: Example, rng: random.Random) -> list[str]
 SG_KIND_NAME = "sgft_guidance_v1"  # bump when the reference SG text changes (it keys the teacher cache)
 
 
-def reference_guidance_kind(examples: Sequence[Example], rules: FilterRules = FilterRules()):
+def reference_guidance_kind(examples: Sequence[Example], rules: FilterRules | None = None):
     """A :class:`~sgft_lab.teachers.reference.PromptKind` answering :func:`sg_prompt` requests about
     ``examples`` (any with a trace, a rationale or a decomposition). With probability ``error_rate`` a draft
     breaks one filter rule; a retry prompt is answered by :func:`_strict`, also drafted sloppily at
     ``error_rate``, so some questions are dropped. Unknown questions get the teacher's "I am not sure."."""
     from .teachers.reference import UNSURE, PromptKind
 
+    rules = rules or FilterRules()
     known = {ex.question.strip(): ex for ex in examples}
 
     def match(prompt: str):

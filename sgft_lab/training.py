@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .benchmarks.record import Example
 from .config import Config, TrainerConfig
@@ -43,7 +44,7 @@ class FitOutcome:
     # Throughput of the epochs run in this process (all ranks together); None when no epoch ran.
     tokens_per_s: float | None = None  # real (non-pad) tokens per second of training
     padding_fraction: float | None = None  # padded positions / all positions in the training batches
-    peak_memory_gib: float | None = None  # CUDA max_memory_allocated (rank 0), or the process' peak RSS on CPU
+    peak_memory_gib: float | None = None  # CUDA max_memory_allocated (rank 0); on CPU the peak RSS
     peak_memory_kind: str | None = None  # cuda_max_allocated | cpu_max_rss
     train_tokens: int = 0  # real tokens trained on (this process' epochs)
     global_rank: int = 0
@@ -119,8 +120,8 @@ def build_strategy(tc: TrainerConfig, student) -> Any:
     kw = dict(tc.strategy_kwargs)
     if name.startswith("deepspeed"):
         if importlib.util.find_spec("deepspeed") is None:
-            raise ValueError(f"trainer.strategy={tc.strategy} needs the deepspeed package, which is not installed "
-                             "(pip install deepspeed, on a CUDA machine); or use trainer=ddp / trainer=fsdp")
+            raise ValueError(f"trainer.strategy={tc.strategy} needs the deepspeed package, which is not "
+                             "installed (pip install deepspeed, on a CUDA machine); or use trainer=ddp")
         if not kw:
             return name
         from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -139,8 +140,8 @@ def build_strategy(tc: TrainerConfig, student) -> Any:
                 if policy == "auto" else set(policy)
             classes = {type(m) for m in student.model.modules() if type(m).__name__ in names}
             if not classes:
-                raise ValueError(f"trainer.strategy=fsdp: no block classes {sorted(names)} found in the student; "
-                                 "set trainer.strategy_kwargs.auto_wrap_policy=[BlockClassName]")
+                raise ValueError(f"trainer.strategy=fsdp: no block classes {sorted(names)} found in the "
+                                 "student; set trainer.strategy_kwargs.auto_wrap_policy=[BlockClassName]")
             policy = classes
         kw.setdefault("use_orig_params", True)
         kw.setdefault("state_dict_type", "full")
@@ -163,7 +164,8 @@ def _hf_model(model):
 
 def throughput_callback(family: str):
     """A callback measuring each training epoch (from its start to its last batch, evaluation excluded):
-    real (non-pad) tokens/s summed over ranks, padding fraction, peak memory; logged and kept in ``.totals``."""
+    real (non-pad) tokens/s summed over ranks, padding fraction, peak memory; logged, and kept in
+    ``.totals``."""
     import lightning.pytorch as pl
     import torch
 
@@ -219,8 +221,9 @@ def throughput_callback(family: str):
             t["seconds"] += seconds
             t["peak_gib"], t["kind"] = peak, kind
             if seconds > 0 and positions > 0:
-                pl_module.log_dict({"train_tokens_per_s": real / seconds, "train_padding_fraction": 1 - real / positions,
-                                    "peak_memory_gib": peak}, on_step=False, on_epoch=True, rank_zero_only=True)
+                metrics = {"train_tokens_per_s": real / seconds, "peak_memory_gib": peak,
+                           "train_padding_fraction": 1 - real / positions}
+                pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
 
     return ThroughputMonitor()
 

@@ -44,7 +44,9 @@ def test_ngrams_and_overlap():
     assert len(word_ngrams(" ".join(f"w{i}" for i in range(10)), 8)) == 3
     idx = NgramIndex(["Tom has 5 apples and he buys 3 more apples today at the shop."], n=8)
     assert idx.overlap("Tom has 5 apples and he buys 3 more apples today at the shop.") == 1.0
-    assert idx.overlap("Tom has 5 apples and he buys 3 more apples today at the fair.") == pytest.approx(6 / 7)  # 14 words: 7 grams, the last differs
+    # 14 words: 7 grams, only the last differs
+    fair = "Tom has 5 apples and he buys 3 more apples today at the fair."
+    assert idx.overlap(fair) == pytest.approx(6 / 7)
     assert idx.overlap("Mary has 7 pears and she sells 2 of them on the way home now.") == 0.0
 
 
@@ -59,7 +61,8 @@ def test_dataset_versioning_pairs_and_errors(tmp_path):
         ds.add([FddProblem("d", "  q ONE? ", "1")])
     cot = ds.pairs("cot", "decoder")
     assert [p.example_id for p in cot] == ["a", "c"]
-    assert cot[0].input == "Q one? ###" and cot[0].label == " 1 + 2 = 3. --> 3" and cot[1].source == "fdd:harder"
+    assert cot[0].input == "Q one? ###" and cot[0].label == " 1 + 2 = 3. --> 3"
+    assert cot[1].source == "fdd:harder"
     pot = ds.pairs("pot", "decoder")
     assert pot[1].input == "Q three?" + POT_SUFFIX and pot[1].label == " ans = 5"
     assert pot_prompt(" Q? ").endswith("(return ans) to solve the question.") and "Let\u2019s" in POT_SUFFIX
@@ -84,12 +87,26 @@ def test_datamodule_serves_the_round_version():
     ds = FddDataset([FddProblem(str(i), f"Question {i}?", str(i), rationale=f"It is {i}.") for i in range(5)]
                     + [FddProblem("x", "No rationale?", "1")])
     pairs = ds.pairs("cot", "decoder")
-    student = build_student(StudentConfig(name_or_path=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                                          vocab_size=300), corpus=[p.input + p.label for p in pairs])
+    tiny = StudentConfig(name_or_path=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                         vocab_size=300)
+    student = build_student(tiny, corpus=[p.input + p.label for p in pairs])
     dm = FddDataModule(student, ds, "cot", [], [], batch_size=4)
     assert dm.dataset is ds and len(dm.train_pairs) == 5
     batches = list(dm.train_dataloader())
     assert [b["input_ids"].shape[0] for b in batches] == [4, 1]
+
+
+def test_numeric_rule_and_majority():
+    from sgft_lab.methods.fdd import fdd_numeric, format_number, majority, same_answer
+
+    assert fdd_numeric(12.00005, "12") and fdd_numeric(1000, "1,000") and not fdd_numeric(12.001, "12")
+    assert not fdd_numeric(True, "1") and not fdd_numeric("twelve", "12") and not fdd_numeric(None, "0")
+    assert format_number(12.0) == "12" and format_number(2.5) == "2.5" and format_number(1 / 3) == "0.333333"
+    near = lambda a, b: abs(a - b) <= 1e-4  # noqa: E731
+    assert majority([3.0, None, 5.0, 5.00001], near) == (5.0, [2, 3])
+    assert majority([1.0, 2.0], near) == (1.0, [0]) and majority([None, None], near) is None
+    assert same_answer("multiarith", "18", "18") and not same_answer("multiarith", "18.0", "18")
+    assert same_answer("svamp", "18.0", "18") and same_answer("coin_flip", "yes", "yes")
 
 
 # ------------------------------------------------------------------------------ reference teacher
@@ -123,7 +140,8 @@ def test_pot_programs_execute_to_the_gold_and_errors_are_wrong(arith):
     exs = arith[:6]
     rng = random.Random(0)
     programs = [arithmetic_program(ex.trace, style) for ex in exs[:4] for style in range(4)]
-    wrong = [arithmetic_program(ex.trace, 0, err, rng) for ex in exs[4:] for err in ("number", "operator", "crash")]
+    wrong = [arithmetic_program(ex.trace, 0, err, rng) for ex in exs[4:]
+             for err in ("number", "operator", "crash")]
     teacher_out = teacher_for(exs).complete([Request(pot_prompt(exs[0].question), SamplingParams())])[0].text
     res = run_many(programs + wrong + [extract_program(teacher_out)], timeout_s=5)
     golds = [float(ex.answer) for ex in exs[:4] for _ in range(4)]
@@ -149,7 +167,8 @@ def _setup(tmp_path, examples, **fdd):
     cfg = validate(compose(["method=fdd", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
                             *[f"method.fdd.{k}={v}" for k, v in fdd.items()]]))
     cfg.method.fdd.easy_prompt, cfg.method.fdd.hard_prompt = EASY, HARD
-    return Setup(cfg=cfg, ctx=RunContext(cfg, tmp_path / "run"), splits=Splits("multiarith", list(examples), [], []),
+    splits = Splits("multiarith", list(examples), [], [])
+    return Setup(cfg=cfg, ctx=RunContext(cfg, tmp_path / "run"), splits=splits,
                  teacher=teacher_for(examples, error_rate=0.2), cache=TeacherCache(tmp_path / "cache.sqlite"),
                  family="decoder", programs=Programs(5.0, 512, 2), eval_sets={}, test_index=NgramIndex([], 8))
 
@@ -197,7 +216,8 @@ def test_easy_hard_split_and_variant_counts(tmp_path, arith):
     again, counts2, cands2 = expand(s, 2, grown, feedback)
     assert counts2["requested"] == 20
     firsts = {c.parent_id: c.question for c in cands}
-    assert all(c.sample_index == 1 and c.question != firsts[c.parent_id] for c in cands2 if c.parent_id in firsts)
+    assert all(c.sample_index == 1 and c.question != firsts[c.parent_id]
+               for c in cands2 if c.parent_id in firsts)
 
 
 def test_dedupe_against_pool_and_test_and_cap(tmp_path, arith):
@@ -322,8 +342,8 @@ def test_killed_mid_labelling_repeats_no_teacher_call(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_pot_end_to_end(tmp_path):
-    res = _run(tmp_path, "method=fdd_pot", "method.fdd.rounds=1")
-    assert res["metric"] == "fdd_numeric" and res["rationale"] == "pot" and len(res["per_round"]) == 2
+    res = _run(tmp_path, "method=fdd_pot", "logger.wandb=true", "logger.offline=true")
+    assert res["metric"] == "fdd_numeric" and res["rationale"] == "pot" and len(res["per_round"]) == 3
     d0 = tmp_path / "run" / "rounds" / "round_0"
     samples = read_jsonl(d0 / "teacher" / "samples.jsonl")
     assert all(s["correct"] == (s["ok"] and float(s["executed"]) == float(s["answer"])) for s in samples)
@@ -336,6 +356,9 @@ def test_pot_end_to_end(tmp_path):
     assert kept and all(sum(v is not None and abs(v - float(g["answer"])) <= 1e-4 for v in g["votes"]) >= 2
                         for g in kept)
     assert read_json(tmp_path / "run" / "rounds" / "round_1" / "counts.json")["requested"] == 24
+    # W&B (offline): one run per round's fit and one with the per-round metrics, not one shared run.
+    runs = sorted(p.parts[-4] for p in (tmp_path / "run").rglob("*.wandb"))  # <dir>/wandb/offline-run-*/
+    assert runs == ["round_0", "round_1", "round_2", "run"]
 
 
 def test_config_errors(tmp_path):

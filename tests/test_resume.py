@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TINY, run_sgft
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("lightning.pytorch")
 
-EPOCHS = 12
-# ~25 steps an epoch (several seconds of training in all), evaluation only after the last epoch.
-ARGS = [*(a for a in TINY if not a.startswith(("benchmark.n_train=", "trainer.max_epochs="))), "benchmark.n_train=200", f"trainer.max_epochs={EPOCHS}", f"trainer.eval_every_n_epochs={EPOCHS}",
+EPOCHS = 8
+# ~25 steps an epoch (seconds of training in all), evaluation only after the last epoch.
+ARGS = [*(a for a in TINY if not a.startswith(("benchmark.n_train=", "trainer.max_epochs="))),
+        "benchmark.n_train=200", f"trainer.max_epochs={EPOCHS}", f"trainer.eval_every_n_epochs={EPOCHS}",
         "trainer.threads=1", "student.adapter=lora", "student.lora_target_modules=[q_proj,v_proj]"]
 
 
@@ -78,7 +78,8 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(tmp_path: Path):
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     steps_per_epoch = at_kill["global_step"] // (at_kill["epoch"] + 1)
     assert final["epoch"] == EPOCHS - 1 and final["global_step"] == EPOCHS * steps_per_epoch
-    # LoRA: the checkpoint holds the adapter (A and B of q_proj and v_proj, one layer) and its optimizer state.
+    # LoRA: the checkpoint holds the adapter (A and B of q_proj and v_proj, one layer) and its optimizer
+    # state.
     keys = set(final["state_dict"])
     assert keys and all("lora_A" in k or "lora_B" in k for k in keys), sorted(keys)[:5]
     assert len(keys) == 4
@@ -97,5 +98,6 @@ def test_mid_epoch_checkpoint_resume(tmp_path: Path):
     (res_file,) = (tmp_path / "outputs" / "runs").rglob("results.json")
     res = json.loads(res_file.read_text())
     assert res["resumed_from_checkpoint"] and len(res["history"]) == 1
-    final = torch.load(Path(res["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    final = torch.load(Path(res["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=False)
     assert final["global_step"] > at_kill["global_step"]

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, compose, run_sgft
+
 from sgft_lab.config import StudentConfig, TrainerConfig, validate
 
-SMALL_ARCH = dict(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, vocab_size=300)
+SMALL_ARCH = {"hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64, "vocab_size": 300}
 # An end-to-end SGFT run in seconds: TINY plus a tiny response model, a small pre-training pool, short outputs.
 SGFT_TINY = [
-    "method=sgft", *TINY, "benchmark.n_train=32", "benchmark.n_test=6",
+    "method=sgft", *TINY, "benchmark.n_train=32", "benchmark.n_test=6", "method.extra.n_sg=null",
     "method.response.hidden_size=32", "method.response.num_layers=1", "method.response.num_heads=2",
     "method.response.intermediate_size=64", "method.response.vocab_size=300", "method.response.max_new_tokens=8",
     "method.extra.response_pretrain.n_questions=30", "method.extra.response_pretrain.max_epochs=1",
@@ -29,9 +29,9 @@ def _results(root: Path) -> list[dict]:
 
 
 def _tiny_student(corpus: list[str], **arch):
-    from sgft_lab.students.build import build_student
-
     import lightning.pytorch as pl
+
+    from sgft_lab.students.build import build_student
 
     pl.seed_everything(0, verbose=False)
     return build_student(StudentConfig(**{**SMALL_ARCH, **arch}), corpus=corpus)
@@ -69,9 +69,8 @@ def test_generate_guidance_counts_retries_and_drops():
 
 
 def test_sg_datamodule_masks_the_prompt_and_ends_the_sg_with_eos():
-    from sgft_lab.data.datamodules import CoTDataModule
     from sgft_lab.guidance import PROMPT_IV
-    from sgft_lab.methods.sgft import guidance_pairs
+    from sgft_lab.methods.sgft import guidance_pairs, sg_datamodule
     from sgft_lab.students.encode import IGNORE_INDEX
 
     records, report, _ = _records(12, error_rate=0.0)
@@ -80,7 +79,7 @@ def test_sg_datamodule_masks_the_prompt_and_ends_the_sg_with_eos():
     p = pairs[0]
     assert p.input == f"{PROMPT_IV}\n\n{records[0]['question']}" and p.label == " " + records[0]["guidance"]
     student = _tiny_student([q.input + q.label for q in pairs])
-    dm = CoTDataModule(student, pairs, [], [], batch_size=4, seed=0)
+    dm = sg_datamodule(student, pairs, batch_size=4, seed=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[0] == 4
     item = dm._train.items[0]
@@ -187,7 +186,9 @@ def test_sgft_end_to_end_tiny(tmp_path: Path):
         "too_few_steps", "arithmetic_expression", "final_answer"}
     assert res["response"]["reused"] is False and res["response"]["pool_questions"] == 30
     assert res["guide"]["training"].startswith("LISA") and res["guide"]["lisa_draws"] >= 1
-    assert res["teacher_accounting"]["stages"]["guidance"]["teacher_calls"] == 32
+    stages = res["teacher_accounting"]["stages"]
+    assert stages["guidance"]["teacher_calls"] == 32 and stages["guidance_test"]["teacher_calls"] == 6
+    assert res["teacher_sg_on_test"]["questions"] == 6 and res["guide"]["test_sg"]["filter_pass_rate"] >= 0
     run_dir = Path(res["run_dir"])
     for name in ("teacher/guidance.jsonl", "guide/data/train.jsonl", "response/guided.jsonl",
                  "response/zero_shot_cot.jsonl", "cot_ft_x1/predictions/epoch_001.jsonl"):
@@ -200,8 +201,8 @@ def test_sgft_end_to_end_tiny(tmp_path: Path):
 def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
     fast = ["method.extra.baselines=[]", "method.extra.cot_ft=false", "method.extra.teacher_sg_on_test=false",
             "trainer.max_epochs=1", "benchmark.n_test=4"]
-    p = run_sgft(["-m", "student=tiny,tiny_small", "student@method.response=tiny,tiny_small", *SGFT_TINY, *fast],
-                 tmp_path)
+    # conf/experiment/sgft_grid.yaml sweeps student=tiny,tiny_small x student@method.response=tiny,tiny_small
+    p = run_sgft(["experiment=sgft_grid", *SGFT_TINY, *fast], tmp_path)
     (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
     results = _results(sweep)
     assert len(results) == 4, p.stdout[-2000:]
@@ -209,3 +210,4 @@ def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
         (g, r) for g in ("tiny", "tiny_small") for r in ("tiny", "tiny_small")}
     # each response model is pre-trained once and reused by the second guide
     assert sorted(r["response"]["reused"] for r in results) == [False, False, True, True]
+    assert all(r["experiment"] == "sgft_grid" for r in results)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,7 @@ torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
 from conftest import CONF, REPO, SHARED, TINY, compose, run_sgft  # noqa: E402
+
 from sgft_lab.config import Config, StudentConfig, TrainerConfig, validate  # noqa: E402
 from sgft_lab.students.build import build_student  # noqa: E402
 from sgft_lab.students.encode import collate, encode_pair  # noqa: E402
@@ -99,8 +99,16 @@ def test_every_student_preset_composes_with_the_right_modules():
 
 
 def _tiny_hf(kind: str):
-    from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config,
-                              Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration)
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     if kind == "gpt2":
         return GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=128))
@@ -163,7 +171,8 @@ def test_fsdp_refuses_per_epoch_generation_before_training(tmp_path):
 
     ex = Example(id="1", question="q", answer="1", answer_type="number")
     with pytest.raises(ValueError, match="rank 0 cannot evaluate"):
-        fit(cfg, student, [], {"test": [ex]}, EvalSpec("multiarith", "ft_cot_token", 8, 4), RunPaths(tmp_path))
+        fit(cfg, student, [], {"test": [ex]}, EvalSpec("multiarith", "ft_cot_token", 8, 4),
+            RunPaths(tmp_path))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -275,7 +284,8 @@ def test_optimizer_and_precision_train_on_cpu(optimizer, precision):
     opt = module.trainer.optimizers[0]
     assert type(opt).__name__ == {"paged_adamw_8bit": "PagedAdamW8bit", "adamw": "AdamW"}[optimizer]
     if optimizer == "paged_adamw_8bit":  # big tensors keep 8-bit state
-        assert any(s.get("state1") is not None and s["state1"].dtype == torch.uint8 for s in opt.state.values())
+        states = [s.get("state1") for s in opt.state.values()]
+        assert any(s is not None and s.dtype == torch.uint8 for s in states)
     with torch.no_grad():
         after = module._loss(batch).item()
     assert after < 0.7 * before, (before, after)
@@ -360,12 +370,14 @@ def test_static_decoding_matches_eager_generate_on_a_trained_model(trained):
     prompts = [i for i, _ in PAIRS] + ["What is 2 plus 2? ###", "Tom ###", "unseen words here and more"] * 2
     trained.model.train()
     eager = generate(trained.model, trained.tokenizer, "decoder", prompts, 24, batch_size=4, backend="eager")
-    static = generate(trained.model, trained.tokenizer, "decoder", prompts, 24, batch_size=4, backend="static")
+    static = generate(trained.model, trained.tokenizer, "decoder", prompts, 24, batch_size=4,
+                      backend="static")
     assert static == eager
     assert eager[:len(PAIRS)] == [y for _, y in PAIRS]  # trained: the comparison is on meaningful outputs
     # max_new_tokens is a hard limit on both paths; batch size does not change outputs
-    assert generate(trained.model, trained.tokenizer, "decoder", prompts, 3, batch_size=5, backend="static") == \
-        generate(trained.model, trained.tokenizer, "decoder", prompts, 3, batch_size=2, backend="eager")
+    short = [generate(trained.model, trained.tokenizer, "decoder", prompts, 3, batch_size=b, backend=backend)
+             for b, backend in ((5, "static"), (2, "eager"))]
+    assert short[0] == short[1]
     assert resolve_backend(trained.model, "decoder") == "eager"  # auto on CPU
     assert trained.model.training  # the mode it came in
 
@@ -380,7 +392,9 @@ def test_static_decoding_matches_on_random_fp32_token_ids():
     rng = random.Random(0)
     prompts = [[rng.randrange(3, 300) for _ in range(rng.randint(2, 20))] for _ in range(7)]
     kw = dict(family="decoder", max_new_tokens=12, batch_size=3, pad_id=0, eos_ids=[5])
-    assert greedy_ids(model, prompts, backend="static", **kw) == greedy_ids(model, prompts, backend="eager", **kw)
+    static = greedy_ids(model, prompts, backend="static", **kw)
+    assert static == greedy_ids(model, prompts, backend="eager", **kw)
+    assert all(0 < len(r) <= 12 for r in static)
 
 
 def test_decode_backend_errors_are_clear():
@@ -394,8 +408,8 @@ def test_decode_backend_errors_are_clear():
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(RuntimeError, match="pip install vllm"):
-            greedy_ids(_tiny_hf("Llama"), [[4, 5]], family="decoder", max_new_tokens=2, batch_size=1, pad_id=0,
-                       eos_ids=[], backend="vllm")
+            greedy_ids(_tiny_hf("Llama"), [[4, 5]], family="decoder", max_new_tokens=2, batch_size=1,
+                       pad_id=0, eos_ids=[], backend="vllm")
 
 
 def test_chat_template_wraps_prompts_for_training_and_generation():
@@ -421,7 +435,8 @@ def test_chat_template_wraps_prompts_for_training_and_generation():
 @pytest.mark.skipif(not (TINY_STORIES / "config.json").is_file(), reason=f"needs ../shared ({TINY_STORIES})")
 def test_cli_qlora_on_tinystories_learns(tmp_path):
     args = [a for a in TINY if not a.startswith("student.")] + [
-        "student=hf", f"student.name_or_path={TINY_STORIES}", "student.adapter=qlora", "student.max_new_tokens=16",
+        "student=hf", f"student.name_or_path={TINY_STORIES}", "student.adapter=qlora",
+        "student.max_new_tokens=16",
         "trainer.max_epochs=3", "trainer.lr=1e-2", "trainer.eval_every_n_epochs=3", "trainer.threads=1",
         "trainer.group_by_length=true", "trainer.optimizer=paged_adamw_8bit"]
     run_sgft(args, tmp_path)

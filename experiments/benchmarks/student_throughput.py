@@ -55,13 +55,15 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # AutoConfig cannot download here. Weights are random: throughput and memory depend on shapes only.
 SHAPES: dict[str, dict] = {
     "qwen2.5-0.5b": dict(
-        model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0,
-        rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu", use_sliding_window=False),
+        model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
+        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu",
+        use_sliding_window=False),
     "llama-3.2-1b": dict(
-        model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=64, vocab_size=128256, max_position_embeddings=131072,
-        rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, hidden_act="silu",
+        model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
+        max_position_embeddings=131072, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        hidden_act="silu",
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192}),
     "tiny": dict(
@@ -194,7 +196,8 @@ def release() -> None:
 # --------------------------------------------------------------------------------------------------------
 # The plain stack
 # --------------------------------------------------------------------------------------------------------
-def run_plain(folder: Path, mode: str, warm: list[dict], timed: list[dict], batch: int, device, dtype) -> dict:
+def run_plain(folder: Path, mode: str, warm: list[dict], timed: list[dict], batch: int, device,
+              dtype) -> dict:
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
@@ -241,10 +244,7 @@ def run_plain(folder: Path, mode: str, warm: list[dict], timed: list[dict], batc
     for m in masks:
         real += int(m.sum())
         positions += m.numel()
-    out = {"seconds": seconds, "real_tokens": real, "positions": positions, "peak_gib": peak_gib(device)}
-    del model, opt, masks
-    release()
-    return out
+    return {"seconds": seconds, "real_tokens": real, "positions": positions, "peak_gib": peak_gib(device)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -343,11 +343,11 @@ def run_decode(folder: Path, device, dtype, batch: int, new_tokens: int, seed: i
         return out, time.perf_counter() - t0
 
     eager, t_eager = timed(lambda: greedy_ids(model, prompts, backend="eager", **kw))
-    _, t_compile = timed(lambda: greedy_ids(model, prompts, backend="static", options={"compile": compiled}, **kw))
-    static, t_static = timed(lambda: greedy_ids(model, prompts, backend="static", options={"compile": compiled},
-                                                **kw))
+    static_kw = {**kw, "backend": "static", "options": {"compile": compiled}}
+    _, t_compile = timed(lambda: greedy_ids(model, prompts, **static_kw))
+    static, t_static = timed(lambda: greedy_ids(model, prompts, **static_kw))
     n_eager, n_static = sum(map(len, eager)), sum(map(len, static))
-    same = sum(a == b for a, b in zip(eager, static))
+    same = sum(a == b for a, b in zip(eager, static, strict=True))
     # fp32 check (random-init bf16 weights have near-tied logits; fp32 has none in practice)
     if dtype != torch.float32:
         model = model.float()
@@ -357,9 +357,8 @@ def run_decode(folder: Path, device, dtype, batch: int, new_tokens: int, seed: i
     out = {"batch": batch, "new_tokens": new_tokens, "eager_tok_s": n_eager / t_eager,
            "static_tok_s": n_static / t_static, "eager_s": t_eager, "static_s": t_static,
            "static_first_call_s": t_compile, "compiled": compiled, "rows_identical": same, "rows": len(eager),
-           "fp32_rows_identical": sum(a == b for a, b in zip(e32, s32)), "fp32_new_tokens": short["max_new_tokens"]}
-    del model
-    release()
+           "fp32_rows_identical": sum(a == b for a, b in zip(e32, s32, strict=True)),
+           "fp32_new_tokens": short["max_new_tokens"]}
     return out
 
 
@@ -375,7 +374,8 @@ def machine(device) -> dict:
             info[mod] = __import__(mod).__version__
         except Exception:
             info[mod] = None
-    info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    info["device"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                      else platform.processor() or "cpu")
     return info
 
 
@@ -426,12 +426,14 @@ def main(argv=None) -> list[dict]:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|Paged optimizers).*")
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     flops_peak = peak_flops(device, args.peak_tflops)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     env = machine(device)
-    command = "python experiments/benchmarks/student_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = "python experiments/benchmarks/student_throughput.py " + " ".join(given)
     rows: list[dict] = []
 
     def emit(row: dict) -> None:
@@ -467,21 +469,27 @@ def main(argv=None) -> list[dict]:
                                 if stack == "plain":
                                     r = run_plain(folder, mode, warm, timed, batch, device, dtype)
                                 else:
-                                    r = run_sgft(folder, mode, warm, timed, batch, device, dtype, gc_mode=gc_mode,
-                                                 compile=args.compile, optimizer=args.optimizer)
+                                    r = run_sgft(folder, mode, warm, timed, batch, device, dtype,
+                                                 gc_mode=gc_mode, compile=args.compile,
+                                                 optimizer=args.optimizer)
                             except Exception as e:  # out of memory is a result; anything else is a bug
                                 if not is_oom(e):
                                     raise
+                                peak = peak_gib(device)
+                                del e  # its traceback holds the failed run's tensors
                                 release()
-                                emit({**base, "status": "out of memory", "peak_gib": peak_gib(device)})
+                                emit({**base, "status": "out of memory", "peak_gib": peak})
                                 continue
+                            release()
                             tok_s = r["real_tokens"] / r["seconds"]
                             emit({**base, "status": "ok", **r, "real_tok_s": tok_s,
                                   "padding_fraction": 1 - r["real_tokens"] / r["positions"],
                                   "mfu": tok_s * flops_per_token / flops_peak if flops_peak else None})
             if args.part in ("all", "decode"):
-                emit({"part": "decode", "shape": shape, **run_decode(folder, device, dtype, args.decode_batch,
-                                                                     args.decode_new, seed=args.seed)})
+                decoded = run_decode(folder, device, dtype, args.decode_batch, args.decode_new,
+                                     seed=args.seed)
+                release()
+                emit({"part": "decode", "shape": shape, **decoded})
     print_tables(rows)
     return rows
 
@@ -489,7 +497,8 @@ def main(argv=None) -> list[dict]:
 def print_tables(rows: list[dict]) -> None:
     train = [r for r in rows if r["part"] == "train"]
     if train:
-        print("\n| shape | mode | batch x len | stack | gc | real tok/s | padding | peak GiB | MFU | vs plain tok/s | vs plain mem |")
+        print("\n| shape | mode | batch x len | stack | gc | real tok/s | padding | peak GiB | MFU "
+              "| vs plain tok/s | vs plain mem |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in train:
             plain = next((p for p in train if p["stack"] == "plain" and p["status"] == "ok" and
@@ -502,13 +511,13 @@ def print_tables(rows: list[dict]) -> None:
             ratio = f"{r['real_tok_s'] / plain['real_tok_s']:.2f}x" if plain and r is not plain else ""
             mem = f"{r['peak_gib'] / plain['peak_gib']:.2f}x" if plain and r is not plain else ""
             mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
-            print(f"| {r['shape']} | {r['mode']} | {r['batch']}x{r['max_len']} | {r['stack']} | {r.get('gc', '')} | "
-                  f"{r['real_tok_s']:,.0f} | {100 * r['padding_fraction']:.1f}% | {r['peak_gib']:.2f} | {mfu} | "
-                  f"{ratio} | {mem} |")
+            print(f"| {r['shape']} | {r['mode']} | {r['batch']}x{r['max_len']} | {r['stack']} | "
+                  f"{r.get('gc', '')} | {r['real_tok_s']:,.0f} | {100 * r['padding_fraction']:.1f}% | "
+                  f"{r['peak_gib']:.2f} | {mfu} | {ratio} | {mem} |")
     dec = [r for r in rows if r["part"] == "decode"]
     if dec:
-        print("\n| shape | batch | new tokens | eager tok/s | sgft_lab static tok/s | speed-up | identical rows "
-              "(bench dtype) | identical rows (fp32) |")
+        print("\n| shape | batch | new tokens | eager tok/s | sgft_lab static tok/s | speed-up "
+              "| identical rows (bench dtype) | identical rows (fp32) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in dec:
             print(f"| {r['shape']} | {r['batch']} | {r['new_tokens']} | {r['eager_tok_s']:,.0f} | "

@@ -43,9 +43,10 @@ class _Encoded(torch.utils.data.Dataset):
 class LengthGroupedSampler(torch.utils.data.DistributedSampler):
     """Sample indices so that consecutive ``batch_size`` runs have similar lengths; batch order shuffled.
 
-    Each epoch (``set_epoch``): a seeded permutation is cut into groups of ``batch_size * world * group_batches``
-    samples, each group is sorted by length and cut into batches, and the batches are shuffled (the longest
-    batch first, so an out-of-memory error shows at the first step, as in transformers' LengthGroupedSampler).
+    Each epoch (``set_epoch``): a seeded permutation is cut into groups of
+    ``batch_size * world * group_batches`` samples, each group is sorted by length and cut into batches, and
+    the batches are shuffled (the longest batch first, so an out-of-memory error shows at the first step, as
+    in transformers' LengthGroupedSampler).
     Batch b goes to rank ``b % world``; the batch list is padded with repeats to a multiple of the world size,
     and the one partial batch is its rank's last, so a DataLoader with the same ``batch_size`` rebuilds the
     batches exactly. A DistributedSampler subclass, so Lightning's DDP does not wrap (and reshuffle) it.
@@ -103,7 +104,8 @@ class CoTDataModule(pl.LightningDataModule):
     """Training pairs (tokenised once) for the student; val/test questions for generation-based evaluation.
 
     ``group_by_length``: batches of similar length (``LengthGroupedSampler``) instead of plain shuffling, so
-    little compute goes to padding; None = off unless ``training.fit`` sets it from ``trainer.group_by_length``.
+    little compute goes to padding; None = off unless ``training.fit`` sets it from
+    ``trainer.group_by_length``.
     """
 
     def __init__(self, student, train_pairs: Sequence[Pair], val: Sequence[Example], test: Sequence[Example],
@@ -143,8 +145,8 @@ class CoTDataModule(pl.LightningDataModule):
         if self.group_by_length:
             trainer = getattr(self, "trainer", None)
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            sampler = LengthGroupedSampler(self.lengths(), self.batch_size, seed=self.seed, num_replicas=world,
-                                           rank=rank)
+            sampler = LengthGroupedSampler(self.lengths(), self.batch_size, seed=self.seed,
+                                           num_replicas=world, rank=rank)
             return torch.utils.data.DataLoader(self._train, batch_size=self.batch_size, sampler=sampler,
                                                num_workers=self.num_workers, collate_fn=collate_fn)
         g = torch.Generator().manual_seed(self.seed)

@@ -148,7 +148,8 @@ class FddDataset:
         out = []
         for p in self.with_rationale():
             if rationale == "pot":
-                out.append(Pair(pot_prompt(p.question), pot_label(p.rationale, family), p.id, f"fdd:{p.origin}"))
+                out.append(Pair(pot_prompt(p.question), pot_label(p.rationale, family), p.id,
+                                f"fdd:{p.origin}"))
             elif rationale == "cot":
                 out.append(Pair(student_input(template, p.question, family),
                                 student_label(template, p.answer, family, rationale=p.rationale),

@@ -50,11 +50,21 @@ class RunContext:
             "method": cfg.method.name, "benchmark": cfg.benchmark.name, "task": cfg.benchmark.task,
             "student": cfg.student.name, "student_model": cfg.student.name_or_path or cfg.student.name,
             "adapter": cfg.student.adapter, "teacher": cfg.teacher.name if cfg.method.use_teacher else None,
-            "seed": cfg.seed, "experiment": cfg.experiment, **fields,
+            "seed": cfg.seed, "experiment": cfg.experiment, "tier": cfg.tier, **fields,
             "wall_time_s": round(time.time() - self.t0, 2), "run_dir": str(self.paths.run_dir),
         }
-        write_json(self.paths.results, redact(results))
+        if _global_rank() == 0:  # under DDP every rank runs the method; one writes
+            write_json(self.paths.results, redact(results))
         return results
+
+
+def _global_rank() -> int:
+    import os
+
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def _hydra_overrides() -> list[str]:
@@ -75,8 +85,12 @@ def _identity(cfg: dict) -> dict:
 
 
 def log_summary(cfg: Config, results: dict, accounting=None) -> None:
-    """Final numbers into the W&B run's summary (flat names that read well in sweep panels), then close it.
+    """Final numbers into the W&B run's summary, artifacts if asked, then close the run.
 
+    Summary names read well in a sweep's parallel-coordinates and grouped-bar panels: one key per protocol,
+    ``test_accuracy/<protocol>`` (last_epoch, dev_selected, best_test_epoch), ``val_accuracy/dev_selected``,
+    ``epoch/<protocol>``, the data and teacher counts, and ``teacher/<stage>/<field>`` (cost_usd, calls...).
+    The hyper-parameters (trainer.lr, student.lora_r, method.diverse_samples...) are the run's W&B config.
     The CSV log needs nothing here: results.json holds the same numbers for local reading.
     """
     if not cfg.logger.wandb:
@@ -85,24 +99,61 @@ def log_summary(cfg: Config, results: dict, accounting=None) -> None:
 
     if wandb.run is None:
         return
-    flat = {f"test/{k}": v for k, v in _flatten(results.get("metrics", {})).items()}
-    for k in ("n_train_questions", "n_train_samples", "teacher_calls", "cache_hits", "wall_time_s"):
-        if k in results:
-            flat[k] = results[k]
-    if accounting is not None:
-        flat.update(accounting.to_metrics())
-    wandb.run.summary.update(flat)
+    wandb.run.summary.update(summary_metrics(results, accounting))
+    if cfg.logger.log_artifacts:
+        log_artifacts(cfg, results)
     wandb.finish()
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        elif isinstance(v, (int, float)):
-            out[f"{prefix}{k}"] = v
-    return out
+def summary_metrics(results: dict, accounting=None) -> dict[str, float]:
+    """The flat W&B summary of a results dict (see log_summary)."""
+    m = results.get("metrics", {})
+    flat: dict[str, float] = {}
+    for protocol in ("last_epoch", "dev_selected", "best_test_epoch"):
+        p = m.get(protocol)
+        if isinstance(p, dict):
+            flat[f"test_accuracy/{protocol}"] = p["accuracy"]
+            flat[f"epoch/{protocol}"] = p["epoch"]
+            if "val_accuracy" in p:
+                flat[f"val_accuracy/{protocol}"] = p["val_accuracy"]
+    for k in ("n_train_questions", "n_train_samples", "n_test", "teacher_calls", "cache_hits", "wall_time_s",
+              "train_time_s"):
+        if isinstance(results.get(k), (int, float)):
+            flat[k] = results[k]
+    if accounting is not None:
+        flat.update(accounting.to_metrics())
+    return flat
+
+
+def log_artifacts(cfg: Config, results: dict) -> list[str]:
+    """The trained student (checkpoints/last.ckpt -- adapters only for LoRA -- and the student dir with its
+    tokenizer) and the teacher data (teacher samples, filter report, the training pairs) as W&B artifacts
+    (logger.log_artifacts=true). Returns the artifact names."""
+    import wandb
+
+    paths = run_paths(results["run_dir"])
+    ident = f"{cfg.method.name}-{cfg.benchmark.name}-{cfg.student.name}-s{cfg.seed}"
+    names = []
+    model = wandb.Artifact(f"student-{ident}", type="model", metadata={"student": cfg.student.name,
+                           "adapter": cfg.student.adapter, "metrics": results.get("metrics", {})})
+    last = paths.checkpoints_dir / "last.ckpt"
+    if last.exists():
+        model.add_file(str(last), name="last.ckpt")
+    if paths.student_dir.is_dir() and any(paths.student_dir.iterdir()):
+        model.add_dir(str(paths.student_dir), name="student")
+    if model.manifest.entries:
+        wandb.run.log_artifact(model)
+        names.append(model.name)
+    data = wandb.Artifact(f"teacher-data-{ident}", type="dataset",
+                          metadata={"teacher": results.get("teacher"), "filter": results.get("filter")})
+    if paths.teacher_dir.is_dir() and any(paths.teacher_dir.iterdir()):
+        data.add_dir(str(paths.teacher_dir), name="teacher")
+    if (paths.data_dir / "train.jsonl").exists():
+        data.add_file(str(paths.data_dir / "train.jsonl"), name="train.jsonl")
+    if data.manifest.entries:
+        wandb.run.log_artifact(data)
+        names.append(data.name)
+    return names
 
 
 def seed_everything(seed: int) -> None:
@@ -116,6 +167,8 @@ def print_results_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if _global_rank() != 0:
+        return
     m = results.get("metrics", {})
     t = Table(title=f"{results['method']} on {results['benchmark']} (student {results['student']}, seed {results['seed']})")
     t.add_column("metric")

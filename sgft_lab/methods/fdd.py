@@ -192,7 +192,8 @@ def check_config(cfg: Config, splits: Splits) -> None:
         if getattr(f, key) < (0 if key == "rounds" else 1):
             raise ConfigError(f"invalid config at `method.fdd.{key}`: {getattr(f, key)} is too small")
     if f.label_min_agree > f.label_samples:
-        raise ConfigError("invalid config at `method.fdd.label_min_agree`: more than method.fdd.label_samples")
+        raise ConfigError("invalid config at `method.fdd.label_min_agree`: "
+                          "more than method.fdd.label_samples")
     if f.epochs_per_round is not None and f.epochs_per_round < 1:
         raise ConfigError("invalid config at `method.fdd.epochs_per_round`: must be >= 1")
     for key in ("easy_prompt", "hard_prompt"):
@@ -240,13 +241,15 @@ def initial_dataset(s: Setup) -> tuple[FddDataset, dict, list[dict]]:
                  "correct": res.ok and fdd_numeric(res.answer, ex.answer)}
                 for ex, cs, (prog, res) in zip(train, outs, executed)]
         rationale = {r["example_id"]: r["program"] for r in rows if r["correct"]}
-        report = {"total": len(rows), "kept": len(rationale), "rejected_wrong_answer": len(rows) - len(rationale),
+        report = {"total": len(rows), "kept": len(rationale),
+                  "rejected_wrong_answer": len(rows) - len(rationale),
                   "rejected_not_executed": sum(not r["ok"] for r in rows)}
     else:
         samples = teacher_rationales(
             s.teacher, s.cache, train, s.splits.task, n_samples=1, temperature=0.0,
             rationale_max_tokens=m.rationale_max_tokens, answer_max_tokens=m.answer_max_tokens,
-            accounting=s.accounting, batch_size=m.teacher_batch_size, progress=s.cfg.trainer.enable_progress_bar)
+            accounting=s.accounting, batch_size=m.teacher_batch_size,
+            progress=s.cfg.trainer.enable_progress_bar)
         kept, report = correctness_filter(samples)
         rationale = {x.example_id: x.reasoning_completion for x in kept}
         rows = [asdict(x) for x in samples]
@@ -295,8 +298,8 @@ def score_completions(s: Setup, problems: Sequence, completions: Sequence[str]) 
         for p, c in zip(problems, completions):
             sc = score(s.splits.task, s.cfg.method.template, c, p.answer)
             rows.append({"id": p.id, "question": p.question, "completion": c, "answer": p.answer,
-                         "extracted": sc.extracted, "correct": sc.correct, "contains_answer": sc.contains_answer,
-                         "correct_format": sc.correct_format})
+                         "extracted": sc.extracted, "correct": sc.correct,
+                         "contains_answer": sc.contains_answer, "correct_format": sc.correct_format})
     return rows
 
 
@@ -329,11 +332,12 @@ def remember_pool(s: Setup, dataset: FddDataset) -> None:
 
 
 def _variant_request(s: Setup, prompt: str, k: int) -> Request:
-    return Request(prompt, SamplingParams(temperature=s.f.variant_temperature, max_tokens=s.f.variant_max_tokens),
-                   k)
+    params = SamplingParams(temperature=s.f.variant_temperature, max_tokens=s.f.variant_max_tokens)
+    return Request(prompt, params, k)
 
 
-def expand(s: Setup, r: int, dataset: FddDataset, feedback: list[dict]) -> tuple[FddDataset, dict, list[Candidate]]:
+def expand(s: Setup, r: int, dataset: FddDataset,
+           feedback: list[dict]) -> tuple[FddDataset, dict, list[Candidate]]:
     """Round r's new problems, one per problem of ``feedback``: a harder variant of an easy (solved) one,
     a similar problem for a hard one. Returns the grown pool (a new version), the counts, every candidate."""
     from ..teachers.reference_fdd import fill, remember
@@ -380,7 +384,8 @@ def expand(s: Setup, r: int, dataset: FddDataset, feedback: list[dict]) -> tuple
     label(s, [c for c in cands if c.status == "pending"])
 
     grown.add(FddProblem(c.id, c.question, c.answer, c.kind, r, c.parent_id, c.rationale,
-                         meta={"request": {"prompt": c.prompt, "sample_index": c.sample_index}, "votes": c.votes})
+                         meta={"request": {"prompt": c.prompt, "sample_index": c.sample_index},
+                               "votes": c.votes})
               for c in cands if c.status == "kept")
     status = Counter(c.status for c in cands)
     rejected = {k: status.get(k, 0) for k in ("duplicate_pool", "duplicate_eval", "unverified")}
@@ -464,7 +469,8 @@ def _solve(s: Setup, cands: Sequence[Candidate], n: int, gold: dict) -> list[lis
         s.teacher, s.cache, exs, s.splits.task, n_samples=n, temperature=f.label_temperature,
         rationale_max_tokens=m.rationale_max_tokens, answer_max_tokens=m.answer_max_tokens,
         accounting=s.accounting, batch_size=m.teacher_batch_size, progress=s.cfg.trainer.enable_progress_bar)
-    return [[(x.extracted, x.reasoning_completion) for x in samples[j * n:(j + 1) * n]] for j in range(len(cands))]
+    return [[(x.extracted, x.reasoning_completion) for x in samples[j * n:(j + 1) * n]]
+            for j in range(len(cands))]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -519,9 +525,10 @@ def pot_callback(s: Setup, paths: RunPaths, every_n_epochs: int):
             student, rows = pl_module.student, []
             for split, examples in s.eval_sets.items():
                 completions = student_generate(
-                    student.model, student.tokenizer, student.family, [pot_prompt(ex.question) for ex in examples],
-                    max_new_tokens=s.cfg.student.max_new_tokens, batch_size=s.cfg.trainer.eval_batch_size,
-                    progress=s.cfg.trainer.enable_progress_bar, max_input_tokens=s.cfg.student.max_input_tokens)
+                    student.model, student.tokenizer, student.family,
+                    [pot_prompt(ex.question) for ex in examples], max_new_tokens=s.cfg.student.max_new_tokens,
+                    batch_size=s.cfg.trainer.eval_batch_size, progress=s.cfg.trainer.enable_progress_bar,
+                    max_input_tokens=s.cfg.student.max_input_tokens)
                 split_rows = [dict(row, split=split) for row in score_completions(s, examples, completions)]
                 pl_module.log(f"{split}_accuracy", accuracy(split_rows), on_epoch=True, rank_zero_only=True)
                 rows += split_rows
@@ -547,14 +554,17 @@ def train_round(s: Setup, r: int, dataset: FddDataset, previous: Path | None):
     every = s.f.eval_every_n_epochs or cfg.trainer.eval_every_n_epochs
     round_cfg = replace(cfg, trainer=replace(cfg.trainer, max_epochs=epochs, eval_every_n_epochs=every))
     tc = round_cfg.trainer
-    dm = FddDataModule(student, dataset, s.f.rationale, s.eval_sets.get("val", []), s.eval_sets.get("test", []),
-                       batch_size=tc.batch_size, num_workers=tc.num_workers, seed=cfg.seed + r,
+    dm = FddDataModule(student, dataset, s.f.rationale, s.eval_sets.get("val", []),
+                       s.eval_sets.get("test", []), batch_size=tc.batch_size, num_workers=tc.num_workers,
+                       seed=cfg.seed + r,
                        template=cfg.method.template)
-    spec = EvalSpec(task=s.splits.task, template=cfg.method.template, max_new_tokens=cfg.student.max_new_tokens,
-                    batch_size=tc.eval_batch_size, max_input_tokens=cfg.student.max_input_tokens)
+    spec = EvalSpec(task=s.splits.task, template=cfg.method.template,
+                    max_new_tokens=cfg.student.max_new_tokens, batch_size=tc.eval_batch_size,
+                    max_input_tokens=cfg.student.max_input_tokens)
     callback = pot_callback(s, paths, tc.eval_every_n_epochs) if s.pot else None
     outcome = fit(round_cfg, student, pairs, s.eval_sets, spec, paths, job_type=f"fdd_round_{r}",
                   datamodule=dm, eval_callback=callback)
+    finish_wandb()  # each round is its own W&B run
     save_weights(student, paths.student_dir / WEIGHTS_FILE)
     return student, outcome, len(pairs)
 
@@ -627,7 +637,8 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     f = cfg.method.fdd
     eval_sets = {"val": _cap(splits.val, cfg.trainer.max_eval_examples),
                  "test": _cap(splits.test, cfg.trainer.max_eval_examples)}
-    s = Setup(cfg=cfg, ctx=ctx, splits=splits, teacher=make_teacher(cfg, splits.train), cache=ctx.teacher_cache(),
+    s = Setup(cfg=cfg, ctx=ctx, splits=splits, teacher=make_teacher(cfg, splits.train),
+              cache=ctx.teacher_cache(),
               family="encoder_decoder" if cfg.student.family == "encoder_decoder" else "decoder",
               programs=Programs(f.pot_timeout_s, f.pot_memory_mb, f.pot_workers), eval_sets=eval_sets,
               test_index=NgramIndex([ex.question for ex in splits.test + splits.val], f.dedupe_ngram))
@@ -678,11 +689,15 @@ def _brief(summary: dict) -> dict:
 
 
 class RoundLogger:
-    """Per-round metrics to the run's loggers (run_dir/metrics.csv, and W&B when enabled), step = round."""
+    """Per-round metrics to the run's loggers, step = round: ``run_dir/metrics.csv`` as each round ends
+    (a round an earlier process logged is not repeated), W&B (when enabled) at the end of the run with
+    every round, resumed ones included -- one W&B run may be active at a time, and the rounds' fits
+    have theirs."""
 
     def __init__(self, s: Setup):
         self.s = s
-        self.loggers = None
+        self.csv = None
+        self.rounds: list[dict] = []
         self.csv_rounds = self._rounds_in_csv()
 
     def _rounds_in_csv(self) -> set[int]:
@@ -694,28 +709,54 @@ class RoundLogger:
         with open(path, newline="", encoding="utf-8") as fh:
             return {int(float(row["round"])) for row in csv.DictReader(fh) if row.get("round")}
 
+    @staticmethod
+    def metrics(summary: dict) -> dict:
+        b = _brief(summary)
+        m = {"round": b["round"], "dataset_problems": b["dataset_problems"],
+             "train_samples": b["train_samples"],
+             f"round_test_accuracy_{b['metric']}": b["test_accuracy"],
+             f"round_val_accuracy_{b['metric']}": b["val_accuracy"],
+             **{k: b[k] for k in ("easy", "hard", "requested", "generated", "kept", "rejected")}}
+        return {k: v for k, v in m.items() if v is not None}
+
     def log(self, summary: dict) -> None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        self.rounds.append(summary)
+        if summary["round"] in self.csv_rounds:
+            return
+        if self.csv is None:
+            self.csv = CSVLogger(save_dir=str(self.s.ctx.paths.run_dir), name="", version="")
+        self.csv.log_metrics(self.metrics(summary), step=summary["round"])
+        self.csv.save()
+        self.csv_rounds.add(summary["round"])
+
+    def close(self) -> None:
+        if self.csv is not None:
+            self.csv.finalize("success")
+        if not (self.s.cfg.logger.wandb and self.rounds):
+            return
         from lightning.pytorch.loggers import CSVLogger
 
         from ..training import build_loggers
 
-        if self.loggers is None:
-            self.loggers = build_loggers(self.s.cfg, self.s.ctx.paths, job_type="fdd")
-        b = _brief(summary)
-        metrics = {"round": b["round"], "dataset_problems": b["dataset_problems"],
-                   "train_samples": b["train_samples"], f"round_test_accuracy_{b['metric']}": b["test_accuracy"],
-                   f"round_val_accuracy_{b['metric']}": b["val_accuracy"],
-                   **{k: b[k] for k in ("easy", "hard", "requested", "generated", "kept", "rejected")}}
-        metrics = {k: v for k, v in metrics.items() if v is not None}
-        for lg in self.loggers:
-            if isinstance(lg, CSVLogger) and b["round"] in self.csv_rounds:
-                continue  # an earlier process logged this round to the same file
-            lg.log_metrics(metrics, step=b["round"])
-            lg.save()
-
-    def close(self) -> None:
-        for lg in self.loggers or []:
+        others = [lg for lg in build_loggers(self.s.cfg, self.s.ctx.paths, job_type="fdd")
+                  if not isinstance(lg, CSVLogger)]
+        for summary in self.rounds:
+            for lg in others:
+                lg.log_metrics(self.metrics(summary), step=summary["round"])
+        for lg in others:
             lg.finalize("success")
+        finish_wandb()
+
+
+def finish_wandb() -> None:
+    """End the active W&B run (training.fit leaves it open), so the next fit or logger starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def _print_rounds(results: dict) -> None:

@@ -130,6 +130,7 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
         teacher_calls=totals["total"]["teacher_calls"], cache_hits=totals["total"]["cache_hits"],
         teacher_accounting=totals, student_parameters={"trainable": trainable, "total": total},
         resumed_from_checkpoint=outcome.resumed_from_checkpoint, train_time_s=round(outcome.train_time_s, 2),
+        speed=outcome.speed(),
         **extra,
     )
     log_summary(cfg, results, accounting)

@@ -26,9 +26,10 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from ..benchmarks import load_benchmark
 from ..benchmarks.record import Example, Splits
@@ -46,7 +47,6 @@ from ..guidance import (
     check_sg,
     format_steps,
     guided_solution,
-    normalize_sg,
     reference_guidance,
     reference_guidance_kind,
     response_prompt,
@@ -77,7 +77,8 @@ class LISASettings:
 class ResponsePretrain:
     """Embedded tier only: how the tiny response model learns to follow guidance (our choice, a departure)."""
 
-    mode: str = "auto"  # auto: pre-train a random-init tiny response model, leave checkpoints alone | on | off
+    mode: str = "auto"  # auto: pre-train a tiny (random-init) response model, use checkpoints as they are
+    #                     | on | off (the tiny model stays random: it knows nothing)
     n_questions: int = 1500  # pool size, disjoint from the benchmark's train/val/test questions
     difficulties: list[int] = field(default_factory=list)  # [] = benchmark difficulty - 1 .. + 1 (>= 1)
     formats: dict[str, float] = field(default_factory=lambda: {"guided": 0.4, "zero_shot": 0.2,
@@ -93,8 +94,8 @@ class SGFTSettings:
     prompt: str = "IV"  # teacher's SG prompt variant I..V (methods.md 3.3)
     guide_prompt: str = "IV"  # the guide's instruction (zero-shot variants I, II, IV)
     n_prompt_examples: int = 3  # examples in the few-shot variants III and V
-    prompt_examples: list[dict[str, str]] = field(default_factory=list)  # [{question, guidance}]; [] = reference SG
-    n_sg: Optional[int] = None  # SG training questions (None: every training question)
+    prompt_examples: list[dict[str, str]] = field(default_factory=list)  # [{question, guidance}]; [] = ref.
+    n_sg: int | None = None  # SG training questions (None: every training question)
     sample_seed: int = 0  # which questions: the first n of a seeded shuffle of train
     sg_max_tokens: int = 256  # teacher max_tokens for an SG
     retry: bool = True  # one retry with the extra instruction, then drop (3.4)
@@ -106,7 +107,7 @@ class SGFTSettings:
     lisa: LISASettings = field(default_factory=LISASettings)
     response_pretrain: ResponsePretrain = field(default_factory=ResponsePretrain)
     baselines: list[str] = field(default_factory=lambda: ["zero_shot", "zero_shot_cot"])
-    teacher_sg_on_test: Optional[bool] = None  # None: only with the reference teacher (free) | true | false
+    teacher_sg_on_test: bool | None = None  # None: only with the reference teacher (free) | true | false
     cot_ft: bool = True  # the CoT fine-tuning baseline
     cot_ft_scales: list[int] = field(default_factory=lambda: [1])  # CoT samples = scale x n_sg (e.g. [1, 10])
     cot_ft_init: str = "response"  # response (fine-tune the response model) | guide (student config, fresh)
@@ -116,7 +117,8 @@ BASELINES = ("zero_shot", "zero_shot_cot")
 
 
 def settings(cfg: Config) -> SGFTSettings:
-    """``method.extra`` merged into :class:`SGFTSettings`; a wrong key or value names ``method.extra.<key>``."""
+    """``method.extra`` merged into :class:`SGFTSettings`; a wrong key or value names
+    ``method.extra.<key>``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -133,7 +135,7 @@ def settings(cfg: Config) -> SGFTSettings:
     if s.prompt not in PROMPTS:
         raise bad("prompt", f"{s.prompt!r} is not one of {tuple(PROMPTS)}")
     if s.guide_prompt not in ("I", "II", "IV"):
-        raise bad("guide_prompt", f"{s.guide_prompt!r}: the guide's instruction is a zero-shot variant (I, II, IV)")
+        raise bad("guide_prompt", f"{s.guide_prompt!r}: the guide's instruction is zero-shot (I, II or IV)")
     if s.n_sg is not None and s.n_sg < 1:
         raise bad("n_sg", "must be >= 1 (or null for every training question)")
     if not 0 <= s.filter.min_steps <= s.filter.max_steps:
@@ -152,15 +154,17 @@ def settings(cfg: Config) -> SGFTSettings:
     if unknown := sorted(set(rp.formats) - {"guided", "zero_shot", "zero_shot_cot"}):
         raise bad("response_pretrain.formats", f"unknown {unknown}")
     if s.lisa.enabled and cfg.student.adapter != "none":
-        raise ConfigError("invalid config at `method.extra.lisa.enabled`: LISA is full-parameter fine-tuning, "
-                          f"but student.adapter={cfg.student.adapter!r}; set student.adapter=none, or "
-                          "method.extra.lisa.enabled=false to train the guide with the adapter instead")
+        raise ConfigError("invalid config at `method.extra.lisa.enabled`: LISA is full-parameter "
+                          f"fine-tuning, but student.adapter={cfg.student.adapter!r}; set "
+                          "student.adapter=none, or method.extra.lisa.enabled=false to train the guide "
+                          "with the adapter instead")
     if cfg.method.response is None:
-        raise ConfigError("invalid config at `method.response`: SGFT needs a response model "
-                          "(conf/method/sgft.yaml sets one; choose another with student@method.response=PRESET)")
+        raise ConfigError("invalid config at `method.response`: SGFT needs a response model (conf/method/"
+                          "sgft.yaml sets one; choose another with student@method.response=PRESET)")
     for who, sc in (("student", cfg.student), ("method.response", cfg.method.response)):
         if sc.use_chat_template:
-            raise ConfigError(f"invalid config at `{who}.use_chat_template`: SGFT does not render chat templates yet")
+            raise ConfigError(f"invalid config at `{who}.use_chat_template`: SGFT does not render chat "
+                              "templates yet")
     return s
 
 
@@ -205,12 +209,14 @@ def prompt_examples(s: SGFTSettings, pool: Sequence[Example]) -> list[tuple[str,
 
 def generate_guidance(teacher, cache, questions: Sequence[Example], s: SGFTSettings, *,
                       shots: Sequence[tuple[str, str]] = (), accounting: TeacherAccounting,
-                      batch_size: int = 64, progress: bool = True) -> tuple[list[dict], FilterReport]:
+                      batch_size: int = 64, progress: bool = True,
+                      stage: str = "guidance") -> tuple[list[dict], FilterReport]:
     """Steps 1-2: one SG per question (greedy), filtered; a rejected SG is asked for once more with the
-    retry instruction, and dropped if that fails too. Returns one record per question and the counts."""
+    retry instruction, and dropped if that fails too. Returns one record per question and the counts.
+    Teacher traffic is accounted under ``stage`` and ``{stage}_retry``."""
     params = SamplingParams(temperature=0.0, max_tokens=s.sg_max_tokens)
     first = generate(teacher, cache, [sg_prompt(q.question, s.prompt, shots) for q in questions], params,
-                     accounting=accounting, stage="guidance", batch_size=batch_size, progress=progress)
+                     accounting=accounting, stage=stage, batch_size=batch_size, progress=progress)
     report = FilterReport(questions=len(questions))
     records = []
     for q, outs in zip(questions, first):
@@ -223,14 +229,15 @@ def generate_guidance(teacher, cache, questions: Sequence[Example], s: SGFTSetti
         report.passed_first += not reasons
     todo = [r for r in records if r["first_reasons"]]
     if s.retry and todo:
-        second = generate(teacher, cache, [sg_prompt(r["question"], s.prompt, shots, retry=True) for r in todo],
-                          params, accounting=accounting, stage="guidance_retry", batch_size=batch_size,
-                          progress=progress)
+        retry_prompts = [sg_prompt(r["question"], s.prompt, shots, retry=True) for r in todo]
+        second = generate(teacher, cache, retry_prompts, params, accounting=accounting,
+                          stage=f"{stage}_retry", batch_size=batch_size, progress=progress)
         report.retried = len(todo)
         for r, outs in zip(todo, second):
             steps, reasons = check_sg(outs[0].text, s.filter)
             report.rejections_retry.update(reasons)
-            r.update(retry=outs[0].text, retry_reasons=reasons, guidance=None if reasons else format_steps(steps))
+            r.update(retry=outs[0].text, retry_reasons=reasons,
+                     guidance=None if reasons else format_steps(steps))
             report.passed_retry += not reasons
     report.dropped = report.questions - report.kept
     return records, report
@@ -244,6 +251,14 @@ def guidance_pairs(records: Sequence[dict], family: str, prompt: str = "IV") -> 
             for r in records if r.get("guidance")]
 
 
+def sg_datamodule(guide, pairs: Sequence[Pair], batch_size: int, seed: int = 0, num_workers: int = 0):
+    """The SG DataModule: :func:`guidance_pairs` tokenised for the guide (data.CoTDataModule: prompt masked,
+    SG + EOS as the label, shuffled batches); no eval sets, the guide is judged by its SG at step 4."""
+    from ..data.datamodules import CoTDataModule
+
+    return CoTDataModule(guide, pairs, [], [], batch_size=batch_size, num_workers=num_workers, seed=seed)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Step 0 (embedded tier): the response model
 # --------------------------------------------------------------------------------------------------------
@@ -254,7 +269,8 @@ def response_pool(cfg: Config, splits: Splits, rp: ResponsePretrain) -> list[Exa
     b = cfg.benchmark
     if b.source != "embedded" or b.generator is None:
         raise ConfigError("method.extra.response_pretrain: a tiny response model is pre-trained on embedded "
-                          f"problems, but benchmark {b.name} is not embedded; use a pretrained response model "
+                          f"problems, but benchmark {b.name} is not embedded; use a pretrained response "
+                          "model "
                           "(student@method.response=hf method.response.name_or_path=...) or "
                           "method.extra.response_pretrain.mode=off")
     difficulties = rp.difficulties or sorted({max(1, b.difficulty - 1), b.difficulty, b.difficulty + 1})
@@ -273,7 +289,8 @@ def response_pretraining_pairs(pool: Sequence[Example], rp: ResponsePretrain, te
     """Each pool question in one format, drawn with ``rp.formats`` weights: guided (reference SG -> one
     worked line per SG step + 'The answer is X.'), zero_shot (-> the answer) or zero_shot_cot (stage 1 -> the
     same work without the step labels, stage 2 -> the answer). Every baseline prompt is thus in the model's
-    repertoire, and guided and unguided answers do the same work (guidance.guided_solution, worked_solution)."""
+    repertoire, and guided and unguided answers do the same work (guidance.guided_solution,
+    guidance.worked_solution)."""
     names, weights = zip(*[(k, v) for k, v in rp.formats.items() if v > 0])
     rng = random.Random(f"sgft-response-formats:{seed}")
     pairs = []
@@ -281,7 +298,8 @@ def response_pretraining_pairs(pool: Sequence[Example], rp: ResponsePretrain, te
         fmt = rng.choices(names, weights)[0]
         if fmt == "guided":
             sg = format_steps(reference_guidance(ex) or [])
-            pairs.append(Pair(response_prompt(ex.question, sg, template), guided_solution(ex), ex.id, "guided"))
+            prompt = response_prompt(ex.question, sg, template)
+            pairs.append(Pair(prompt, guided_solution(ex), ex.id, "guided"))
         elif fmt == "zero_shot":
             pairs.append(Pair(student_input("zs", ex.question, family), f" {ex.answer}", ex.id, "zero_shot"))
         else:
@@ -299,12 +317,15 @@ def _key(obj: Any) -> str:
 def pretrain_response(cfg: Config, s: SGFTSettings, splits: Splits) -> tuple[Path, dict]:
     """Pre-train the tiny response model once per (its config, pool, formats, seed); return its dir (holding
     ``tokenizer/`` and ``init_model/``, which build_student loads as the model's starting point) and info."""
+    import lightning.pytorch as pl
+
     from ..students.build import build_student, count_parameters
     from ..training import fit
 
     rc = replace(cfg.method.response, adapter="none")  # pre-training is full fine-tuning
     rp, b = s.response_pretrain, cfg.benchmark
-    identity = {"response": asdict(rc), "pretrain": asdict(rp), "seed": cfg.seed, "template": s.response_prompt,
+    identity = {"response": asdict(rc), "pretrain": asdict(rp), "seed": cfg.seed,
+                "template": s.response_prompt,
                 "benchmark": [b.name, b.generator, b.difficulty, b.data_seed, b.n_train, b.n_val, b.n_test],
                 "sg": SG_KIND_NAME, "version": RESPONSE_FORMAT_VERSION}
     work = Path(cfg.paths.cache_dir) / "sgft_response" / _key(identity)
@@ -320,22 +341,22 @@ def pretrain_response(cfg: Config, s: SGFTSettings, splits: Splits) -> tuple[Pat
     seed_everything(cfg.seed)
     student = build_student(rc, corpus=[p.input + p.label for p in pairs], work_dir=work)
     tcfg = replace(cfg.trainer, max_epochs=rp.max_epochs, batch_size=rp.batch_size, lr=rp.lr)
-    import lightning.pytorch as pl
-
     fit(replace(cfg, trainer=tcfg, student=rc), student, pairs, {}, _spec(splits.task, "zs", 1, 1),
         RunPaths(work / "train"), job_type="sgft_response_pretrain", eval_callback=pl.Callback())
     student.model.save_pretrained(work / "init_model")  # build_student loads it as this model's start
     _, total = count_parameters(student.model)
     info = {"dir": str(work), "pool_questions": len(pool), "samples": len(pairs), "parameters": total,
             "difficulties": sorted({ex.meta["difficulty"] for ex in pool}),
-            "formats": {f: sum(p.source.startswith(f) for p in pairs) for f in rp.formats},
+            "format_questions": {f: len({p.example_id for p in pairs if p.source.split(":")[0] == f})
+                                 for f in rp.formats},
             "epochs": rp.max_epochs, "seconds": round(time.time() - t0, 2)}
     write_json(done, info)
     return work, {**info, "reused": False}
 
 
-def load_response(cfg: Config, s: SGFTSettings, splits: Splits, paths: RunPaths) -> tuple[Any, dict, Path | None]:
-    """The response model for inference (frozen), its info, and its pre-trained dir (None if not pre-trained)."""
+def load_response(cfg: Config, s: SGFTSettings, splits: Splits,
+                  paths: RunPaths) -> tuple[Any, dict, Path | None]:
+    """The response model for inference (frozen), its info and its pre-trained dir (None: not pre-trained)."""
     from ..students.build import build_student, count_parameters
 
     rc = cfg.method.response
@@ -363,7 +384,8 @@ def load_response(cfg: Config, s: SGFTSettings, splits: Splits, paths: RunPaths)
 # --------------------------------------------------------------------------------------------------------
 # Steps 3-5: guide training, collaborative inference, baselines
 # --------------------------------------------------------------------------------------------------------
-def _spec(task: str, template: str, max_new_tokens: int, batch_size: int, prefix: str | None = None) -> EvalSpec:
+def _spec(task: str, template: str, max_new_tokens: int, batch_size: int,
+          prefix: str | None = None) -> EvalSpec:
     return EvalSpec(task=task, template=template, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     prefix=prefix)
 
@@ -373,7 +395,8 @@ def _complete(student, prompts: list[str], max_new_tokens: int, cfg: Config) -> 
 
     return student_generate(student.model, student.tokenizer, student.family, prompts,
                             max_new_tokens=max_new_tokens, batch_size=cfg.trainer.eval_batch_size,
-                            progress=cfg.trainer.enable_progress_bar, max_input_tokens=student.cfg.max_input_tokens)
+                            progress=cfg.trainer.enable_progress_bar,
+                            max_input_tokens=student.cfg.max_input_tokens)
 
 
 def train_guide(cfg: Config, s: SGFTSettings, pairs: list[Pair], task: str, paths: RunPaths):
@@ -391,9 +414,11 @@ def train_guide(cfg: Config, s: SGFTSettings, pairs: list[Pair], task: str, path
         from ..students.lisa import LISACallback
 
         callbacks.append(LISACallback(s.lisa.layers, s.lisa.interval, seed=cfg.seed))
-    outcome = fit(cfg, guide, pairs, {}, _spec(task, "zs", 1, 1), paths, job_type="sgft_guide",
+    dm = sg_datamodule(guide, pairs, cfg.trainer.batch_size, cfg.seed, cfg.trainer.num_workers)
+    outcome = fit(cfg, guide, pairs, {}, _spec(task, "zs", 1, 1), paths, job_type="sgft_guide", datamodule=dm,
                   eval_callback=pl.Callback(), callbacks=callbacks)
-    info = {"parameters": {"trainable": trainable, "total": total}, "train_time_s": round(outcome.train_time_s, 2),
+    info = {"parameters": {"trainable": trainable, "total": total},
+            "train_time_s": round(outcome.train_time_s, 2),
             "resumed_from_checkpoint": outcome.resumed_from_checkpoint, "n_train_pairs": len(pairs),
             "training": f"LISA (gamma={s.lisa.layers}, K={s.lisa.interval})" if s.lisa.enabled
             else f"adapter={cfg.student.adapter}"}
@@ -402,9 +427,11 @@ def train_guide(cfg: Config, s: SGFTSettings, pairs: list[Pair], task: str, path
     return guide, info
 
 
-def guide_writes_sg(guide, questions: Sequence[Example], s: SGFTSettings, cfg: Config) -> tuple[list[str], dict]:
-    """Step 4a: the guide's SG for each question (normalised to Step lines) and how often it passes the filter."""
-    raw = _complete(guide, [sg_prompt(q.question, s.guide_prompt) for q in questions], s.guide_max_new_tokens, cfg)
+def guide_writes_sg(guide, questions: Sequence[Example], s: SGFTSettings,
+                    cfg: Config) -> tuple[list[str], dict]:
+    """Step 4a: the guide's SG of each question (as Step lines) and how often it passes the filter."""
+    prompts = [sg_prompt(q.question, s.guide_prompt) for q in questions]
+    raw = _complete(guide, prompts, s.guide_max_new_tokens, cfg)
     sgs, report = [], FilterReport(questions=len(questions))
     for text in raw:
         steps, reasons = check_sg(text, s.filter)
@@ -419,7 +446,7 @@ def guide_writes_sg(guide, questions: Sequence[Example], s: SGFTSettings, cfg: C
 
 def answer_with_guidance(response, examples: Sequence[Example], sgs: Sequence[str], s: SGFTSettings,
                          task: str, cfg: Config, split: str = "test") -> list[dict]:
-    """Step 4b: the response model answers from question + SG; scored with the fs_cot rule ('The answer is')."""
+    """Step 4b: the response model answers from question + SG; fs_cot scoring ('The answer is')."""
     prompts = [response_prompt(ex.question, sg, s.response_prompt) for ex, sg in zip(examples, sgs)]
     completions = _complete(response, prompts, s.answer_max_new_tokens, cfg)
     spec = _spec(task, "fs_cot", s.answer_max_new_tokens, cfg.trainer.eval_batch_size, prefix=s.answer_prefix)
@@ -453,9 +480,9 @@ def cot_plan(n_samples: int, n_train: int) -> tuple[int, int]:
     return questions, -(-n_samples // questions)
 
 
-def cot_fine_tune(cfg: Config, s: SGFTSettings, teacher, cache, questions: Sequence[Example], test: Sequence[Example],
-                  task: str, response_dir: Path | None, paths: RunPaths, accounting: TeacherAccounting,
-                  per_question: int = 1) -> dict:
+def cot_fine_tune(cfg: Config, s: SGFTSettings, teacher, cache, questions: Sequence[Example],
+                  test: Sequence[Example], task: str, response_dir: Path | None, paths: RunPaths,
+                  accounting: TeacherAccounting, per_question: int = 1) -> dict:
     """Step 5: Fine-tune-CoT on ``questions`` (``per_question`` teacher rationales each, T=diverse_temperature
     when > 1; correctness filter; ft_cot_token), starting from the response model (default; the paper's
     CoT-FT row fine-tunes the same base model) or from a fresh student of the guide's config. Evaluated once,
@@ -465,8 +492,9 @@ def cot_fine_tune(cfg: Config, s: SGFTSettings, teacher, cache, questions: Seque
 
     m = cfg.method
     temperature = 0.0 if per_question == 1 else m.diverse_temperature
-    samples = teacher_rationales(teacher, cache, questions, task, n_samples=per_question, temperature=temperature,
-                                 rationale_max_tokens=m.rationale_max_tokens, answer_max_tokens=m.answer_max_tokens,
+    samples = teacher_rationales(teacher, cache, questions, task, n_samples=per_question,
+                                 temperature=temperature, rationale_max_tokens=m.rationale_max_tokens,
+                                 answer_max_tokens=m.answer_max_tokens,
                                  accounting=accounting, batch_size=m.teacher_batch_size,
                                  progress=cfg.trainer.enable_progress_bar)
     kept, report = correctness_filter(samples)
@@ -556,6 +584,7 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     out_dir = paths.run_dir / "response"
     write_jsonl(out_dir / "guided.jsonl", guided)
     metrics: dict[str, Any] = {"accuracy": accuracy(guided), "guided": accuracy(guided), "response_alone": {}}
+    extra: dict[str, Any] = {}
     lap("collaborative_inference")
 
     # Step 5: baselines.
@@ -564,12 +593,18 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
         write_jsonl(out_dir / f"{kind}.jsonl", rows)
         metrics["response_alone"][kind] = accuracy(rows)
     if s.teacher_sg_on_test or (s.teacher_sg_on_test is None and cfg.teacher.name == "reference"):
-        outs = generate(teacher, cache, [sg_prompt(q.question, s.prompt, shots) for q in test],
-                        SamplingParams(temperature=0.0, max_tokens=s.sg_max_tokens), accounting=accounting,
-                        stage="guidance_test", batch_size=cfg.method.teacher_batch_size, progress=progress)
-        rows = answer_with_guidance(response, test, [normalize_sg(o[0].text) for o in outs], s, task, cfg)
+        # The same filter and retry as the training SG (a draft may state the answer); a dropped
+        # question gets an empty guidance.
+        test_records, test_report = generate_guidance(
+            teacher, cache, test, s, shots=shots, accounting=accounting,
+            batch_size=cfg.method.teacher_batch_size, progress=progress, stage="guidance_test")
+        teacher_sgs = [r["guidance"] or "" for r in test_records]
+        rows = answer_with_guidance(response, test, teacher_sgs, s, task, cfg)
         write_jsonl(out_dir / "guided_teacher_sg.jsonl", rows)
         metrics["guided_teacher_sg"] = accuracy(rows)
+        extra["teacher_sg_on_test"] = {k: test_report.to_dict()[k] for k in ("questions", "kept", "dropped")}
+        guide_info["test_sg"]["same_as_teacher_sg"] = round(
+            sum(g == t for g, t in zip(guide_sgs, teacher_sgs)) / max(1, len(test)), 4)
     lap("response_baselines")
     cot: dict[str, Any] = {}
     if s.cot_ft:
@@ -584,10 +619,11 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     # Step 6: results.
     totals = accounting.to_dict()
     results = ctx.write_results(
-        metrics=metrics, filter=report.to_dict(), n_sg_questions=n_sg, n_sg_examples=len(pairs), n_test=len(test),
+        metrics=metrics, filter=report.to_dict(), n_sg_questions=n_sg, n_sg_examples=len(pairs),
+        n_test=len(test),
         sg_prompt=s.prompt, guide=guide_info, response=response_info, cot_ft=cot,
         teacher_calls=totals["total"]["teacher_calls"], cache_hits=totals["total"]["cache_hits"],
-        teacher_accounting=totals, timings_s=timings, settings=asdict(s),
+        teacher_accounting=totals, timings_s=timings, settings=asdict(s), **extra,
     )
     if cfg.print_table:
         print_sgft_table(results)
@@ -614,7 +650,8 @@ def print_sgft_table(results: dict) -> None:
         t.add_row("response + teacher's SG (upper bound)", pct(m["guided_teacher_sg"]))
     for k, v in m.get("cot_ft", {}).items():
         t.add_row(f"CoT fine-tuning ({k} questions)", pct(v))
-    t.add_row("SG kept / questions", f"{f['kept']}/{f['questions']} (retried {f['retried']}, dropped {f['dropped']})")
+    t.add_row("SG kept / questions",
+              f"{f['kept']}/{f['questions']} (retried {f['retried']}, dropped {f['dropped']})")
     t.add_row("guide SG passing the filter", pct(results["guide"]["test_sg"]["filter_pass_rate"]))
     t.add_row("wall time", f"{results['wall_time_s']:.1f} s")
     Console().print(t)

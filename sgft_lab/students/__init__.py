@@ -1,4 +1,5 @@
-"""Students: model building (LoRA/QLoRA), tokenisation and collation, the LightningModule, greedy generation.
+"""Students: model building (LoRA/QLoRA), tokenisation and collation, the LightningModule (chunked loss),
+greedy generation (eager, static KV cache, vLLM).
 
 Names are imported lazily, so ``import sgft_lab.students`` does not pull in torch or lightning.
 """
@@ -12,12 +13,17 @@ _EXPORTS = {
     "build_student": "build",
     "count_parameters": "build",
     "disable_cpu_bf16_repack": "build",
+    "set_decode": "build",
     "train_tokenizer": "tokenizer",
     "encode_pair": "encode",
     "collate": "encode",
     "prompt_ids": "encode",
     "StudentModule": "module",
     "generate": "generation",
+    "greedy_ids": "generation",
+    "StaticDecoder": "generation",
+    "chunked_causal_lm_loss": "loss",
+    "decoder_parts": "loss",
 }
 
 __all__ = list(_EXPORTS)

@@ -225,8 +225,8 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
         if cfg.family != "decoder":
             raise ValueError("student.use_chat_template=true is for decoder (Instruct) students")
         if not getattr(tok, "chat_template", None):
-            raise ValueError(f"student.use_chat_template=true, but the tokenizer of {cfg.name_or_path or 'tiny'} "
-                             "has no chat template")
+            raise ValueError("student.use_chat_template=true, but the tokenizer of "
+                             f"{cfg.name_or_path or 'the tiny student'} has no chat template")
         tok.sgft_chat_template = True  # encode.prompt_ids wraps every prompt as a user message
     if cfg.adapter != "none":
         model = _add_adapter(model, cfg)

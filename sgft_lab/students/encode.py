@@ -73,8 +73,8 @@ def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None =
 
 def chat_prompt_ids(tokenizer, text: str) -> list[int]:
     """``text`` as one user message in the tokenizer's chat template, ending with the assistant header (the
-    template adds its own BOS). Used when ``student.use_chat_template`` (Instruct students): build_student sets
-    ``tokenizer.sgft_chat_template``, so training and generation wrap prompts the same way."""
+    template adds its own BOS). Used when ``student.use_chat_template`` (Instruct students): build_student
+    sets ``tokenizer.sgft_chat_template``, so training and generation wrap prompts the same way."""
     out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                         tokenize=True)
     if hasattr(out, "keys") and "input_ids" in out:  # transformers 5 may return a BatchEncoding

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sgft_lab.students.encode import prompt_ids
 
 BACKENDS = ("auto", "eager", "static", "vllm")
 WIDTH_BUCKET = 32  # compiled static decoding: prompt widths rounded up to a multiple of this (fewer shapes)
 
-_decoders: "weakref.WeakKeyDictionary[Any, StaticDecoder]" = weakref.WeakKeyDictionary()
+_decoders: weakref.WeakKeyDictionary[Any, StaticDecoder] = weakref.WeakKeyDictionary()
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -70,8 +71,8 @@ def trim_at_eos(ids: Sequence[int], eos: Sequence[int]) -> list[int]:
 
 
 def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_tokens: int, batch_size: int,
-               pad_id: int, eos_ids: Sequence[int], backend: str | None = "eager", options: dict | None = None,
-               on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
+               pad_id: int, eos_ids: Sequence[int], backend: str | None = "eager",
+               options: dict | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
     """New token ids of greedy decoding for each prompt in ``encoded`` (input order), cut after the first EOS.
 
     Prompts are sorted longest first so each batch holds similar lengths (and an out-of-memory error shows in
@@ -110,7 +111,8 @@ def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_
                 idx = order[start:start + batch_size]
                 seqs = [list(encoded[i]) for i in idx]
                 if static is not None:
-                    rows = static.run(seqs, max_new_tokens, pad_id, eos, batch_size=batch_size, min_width=width)
+                    rows = static.run(seqs, max_new_tokens, pad_id, eos, batch_size=batch_size,
+                                      min_width=width)
                 else:
                     rows = _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device)
                 for i, r in zip(idx, rows, strict=True):
@@ -138,8 +140,8 @@ def _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device)
     width = max(len(s) for s in seqs)
     input_ids, attention_mask = _left_pad(seqs, width, pad_id, left)
     out = model.generate(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
-        do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos,
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos,
     )
     new = out[:, width:] if family == "decoder" else out[:, 1:]  # seq2seq: drop the decoder start token
     return new.tolist()
@@ -179,7 +181,8 @@ class StaticDecoder:
             else self._forward
 
     def _forward(self, ids, pos, mask, cache, cache_position):
-        kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        kw = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "past_key_values": cache,
+              "use_cache": True}
         if self.takes_cache_position:
             kw["cache_position"] = cache_position
         hidden = self.inner(**kw)[0][:, -1]
@@ -258,7 +261,8 @@ def vllm_greedy(model, encoded: Sequence[Sequence[int]], *, max_new_tokens: int,
     from sgft_lab.students.loss import unwrap
 
     if any(p.__class__.__name__ == "Params4bit" for p in model.parameters()):
-        raise ValueError("student.decode=vllm does not take 4-bit (QLoRA) students; use student.decode=static")
+        raise ValueError("student.decode=vllm does not take 4-bit (QLoRA) students; "
+                         "use student.decode=static")
     with tempfile.TemporaryDirectory(prefix="sgft_vllm_") as tmp:
         merged = copy.deepcopy(model)
         if hasattr(merged, "merge_and_unload"):
@@ -280,11 +284,13 @@ def vllm_greedy(model, encoded: Sequence[Sequence[int]], *, max_new_tokens: int,
 
 
 def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int, batch_size: int = 64,
-             progress: bool = False, max_input_tokens: int | None = None, backend: str | None = None) -> list[str]:
+             progress: bool = False, max_input_tokens: int | None = None,
+             backend: str | None = None) -> list[str]:
     """Greedy completions of ``prompts`` (new text only, special tokens skipped), in input order.
 
     Prompts are tokenized by ``encode.prompt_ids`` (the ids the student was trained on; cut at
-    ``max_input_tokens``) and decoded by ``greedy_ids`` with ``backend`` (None: the model's ``student.decode``).
+    ``max_input_tokens``) and decoded by ``greedy_ids`` with ``backend`` (None: the model's
+    ``student.decode``).
     Departs from Fine-tune-CoT in bounding new tokens (``max_new_tokens``) rather than prompt + new
     (``max_length=1024``). The model runs in eval mode under ``torch.no_grad`` and gets its mode back.
     """
@@ -311,8 +317,9 @@ def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: 
         task = bar.add_task("generating", total=len(prompts))
         bar.start()
     try:
-        kw = dict(family=family, max_new_tokens=max_new_tokens, batch_size=batch_size, pad_id=pad_id, eos_ids=eos,
-                  options=options, on_batch=(lambda n: bar.advance(task, n)) if bar is not None else None)
+        kw = {"family": family, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "pad_id": pad_id,
+              "eos_ids": eos, "options": options,
+              "on_batch": (lambda n: bar.advance(task, n)) if bar is not None else None}
         try:
             rows = greedy_ids(model, encoded, backend=chosen, **kw)
         except Exception as e:  # auto chose static: never lose an evaluation to the fast path

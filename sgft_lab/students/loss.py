@@ -10,12 +10,13 @@ The result is the same loss (mean over label tokens, fp32 logits) and the same g
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 IGNORE_INDEX = -100
 
-# Decoders whose logits are exactly ``lm_head(base_model(...).last_hidden_state)``: no logit scaling, soft-capping
-# or extra head (checked again below); any other model keeps its own loss.
+# Decoders whose logits are exactly ``lm_head(base_model(...).last_hidden_state)``: no logit scaling,
+# soft-capping or extra head (checked again below); any other model keeps its own loss.
 CHUNKABLE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "olmo2", "smollm3")
 # Below this many fp32 logit entries per chunk the recomputation is not worth it (tiny models, CPU tests).
 _CHECKPOINT_MIN_ENTRIES = 1 << 22

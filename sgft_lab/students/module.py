@@ -39,7 +39,8 @@ def make_optimizer(name: str, params: list, lr: float, weight_decay: float):
         try:
             import bitsandbytes as bnb
         except ImportError as e:  # pragma: no cover - bitsandbytes is a dependency
-            raise ValueError(f"trainer.optimizer={name} needs bitsandbytes (pip install bitsandbytes): {e}") from e
+            raise ValueError(f"trainer.optimizer={name} needs bitsandbytes (pip install bitsandbytes): "
+                             f"{e}") from e
         import warnings
 
         with warnings.catch_warnings():
@@ -76,10 +77,10 @@ def _wants_checkpointing(student: Student, cfg: TrainerConfig) -> bool:
 class StudentModule(pl.LightningModule):
     """Fine-tunes ``student.model`` on ``encode.collate`` batches (Fine-tune-CoT's loss: label tokens only).
 
-    The loss: for supported decoders (``loss.decoder_parts``) with ``trainer.loss_chunk_size`` set, the LM head
-    and cross-entropy run in chunks over the label positions only (``loss.chunked_causal_lm_loss``: the same
-    loss and gradients, no full fp32 logits); otherwise the model's own loss. Options from the trainer config:
-    gradient checkpointing, ``torch.compile`` of the forward, the optimizer and the schedule.
+    The loss: for supported decoders (``loss.decoder_parts``) with ``trainer.loss_chunk_size`` set, the LM
+    head and cross-entropy run in chunks over the label positions only (``loss.chunked_causal_lm_loss``: the
+    same loss and gradients, no full fp32 logits); otherwise the model's own loss. Options from the trainer
+    config: gradient checkpointing, ``torch.compile`` of the forward, the optimizer and the schedule.
 
     For LoRA/QLoRA students, checkpoints hold only the trainable (adapter) tensors and load non-strictly, so a
     checkpoint is the size of the adapter, not of the base model.

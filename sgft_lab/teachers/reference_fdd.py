@@ -135,7 +135,7 @@ def _slip(rng: random.Random, value: int, keep_positive: bool) -> int:
 
 def arithmetic_program(trace: Sequence[dict[str, Any]], style: int = 0, error: str | None = None,
                        rng: random.Random | None = None) -> str:
-    """A Python program computing ``ans`` from an arithmetic trace (``error``: None | number | operator | crash).
+    """A Python program computing ``ans`` from an arithmetic trace (``error``: None, number, operator, crash).
 
     style 0: one running variable named after the object (``apples = apples + 3``); 1: ``step1``,
     ``step2``, ...; 2: a single expression; 3: a running ``total`` with the question's wording as comments.
@@ -148,7 +148,8 @@ def arithmetic_program(trace: Sequence[dict[str, Any]], style: int = 0, error: s
     steps = [dict(s) for s in trace]
     # Operands: ("lit", value) or ("ref", step index); the start step is one literal.
     operands = [[("lit", s["value"])] if s["op"] is None else
-                [("lit", a) if r is None else ("ref", r) for a, r in zip(s["args"], s["refs"])] for s in steps]
+                [("lit", a) if r is None else ("ref", r) for a, r in zip(s["args"], s["refs"])]
+                for s in steps]
     ops = [s["op"] for s in steps]
     if error == "number":
         spots = [(i, j) for i, ops_i in enumerate(operands) for j, o in enumerate(ops_i) if o[0] == "lit"]

@@ -1,0 +1,324 @@
+"""sgft_lab.report: paper numbers, matching, the seeded bootstrap, protocols, the CLI on the fixture."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED
+
+from sgft_lab.report import PaperNumbers, bootstrap_ci, build_table, entries, load_runs, select, to_markdown
+from sgft_lab.report.__main__ import main as report_main
+
+FIXTURE = REPO / "tests" / "fixtures" / "results"
+FTC = FIXTURE / "fine_tune_cot_main"
+
+
+@pytest.fixture(scope="module")
+def paper() -> PaperNumbers:
+    return PaperNumbers.load()
+
+
+# --- paper numbers ------------------------------------------------------------------------------------------
+def test_paper_tables_are_complete_and_spot_checked(paper):
+    ft = paper.data["fine_tune_cot"]
+    assert set(ft["tables"]) == {
+        "performance",
+        "performance_oai",
+        "performance_t5",
+        "performance_flan_t5",
+        "performance_gpt2",
+    }
+    for t in ft["tables"].values():
+        assert all(len(r["values"]) == 12 for r in t["rows"])
+    # Spot checks against methods.md 2.9 (one per table).
+    get = {(r.table, r.method, r.size, r.benchmark): r.value for r in paper.records}
+    assert get[("tab:performance", "diverse_reasoning", "6.7B", "multiarith")] == 53.33
+    assert get[("tab:performance_oai", "vanilla_ft", "1.3B", "commonsense_qa")] == 70.93
+    assert get[("tab:performance_t5", "fine_tune_cot", "700M", "date_understanding")] == 80.18
+    assert get[("tab:performance_flan_t5", "diverse_reasoning", "700M", "tracking_shuffled_objects")] == 89.33
+    assert get[("tab:performance_gpt2", "few_shot_cot", "124M", "tracking_shuffled_objects")] is None  # '-'
+    assert paper.data["sgft"]["secondary"] is True
+
+
+@pytest.mark.shared
+def test_paper_numbers_match_methods_md(paper):
+    """Every number of methods.md 2.9's five tables and its last paragraph is in the package data."""
+    md = SHARED / "docs" / "methods.md"
+    if not md.exists():
+        pytest.skip(f"{md} is absent (../shared beside the repo)")
+    text = md.read_text(encoding="utf-8")
+    sec = text[text.index("### 2.9") : text.index("## 3. SGFT")]
+    tables = re.split(r"\*\*(?:Headline \()?`tab:(performance\w*)`", sec)[1:]  # the tables' bold captions
+    assert len(tables) == 10
+    names = {
+        "Random": "random",
+        "Teacher (ZS-CoT)": "teacher",
+        "Zero-shot": "zero_shot",
+        "Zero-shot-CoT": "zero_shot_cot",
+        "Few-shot-CoT": "few_shot_cot",
+        "Fine-tune": "vanilla_ft",
+        "Fine-tune-CoT": "fine_tune_cot",
+        "Diverse reasoning": "diverse_reasoning",
+    }
+    n = 0
+    for tid, body in zip(tables[::2], tables[1::2]):
+        rows = paper.data["fine_tune_cot"]["tables"][tid]["rows"]
+        lines = [ln for ln in body.split("Other printed numbers")[0].splitlines() if ln.startswith("| ")][1:]
+        assert len(lines) == len(rows), tid
+        for ln, row in zip(lines, rows):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            assert names[cells[0]] == row["method"] and (cells[1] or None) == row["size"]
+            assert [None if c == "-" else float(c) for c in cells[2:]] == row["values"], (
+                tid,
+                cells[0],
+                cells[1],
+            )
+            n += 1
+    assert n == 63
+    last = sec[sec.index("Other printed numbers") :]
+    abl = paper.data["fine_tune_cot"]["ablations"]
+    assert [float(x) for x in re.findall(r"\d+\.\d\d", last)] == [
+        *abl["teacher"]["values"].values(),
+        *(p["value"] for p in abl["data_size"]["points"]),
+    ]
+
+
+def test_lookup_exact_stand_in_and_missing(paper):
+    look = paper.lookup
+    c = look(method="fine_tune_cot", student="t5-small", benchmark="multiarith", D=1)
+    assert c.value == 5.56 and c.table == "tab:performance_t5" and c.exact
+    # a student=hf run is matched by its checkpoint's base name
+    c = look(
+        method="vanilla_ft", student="hf", student_model="openai-community/gpt2-medium", benchmark="coin_flip"
+    )
+    assert c.value == 55.33
+    # diverse reasoning matches only at the paper's D for the task (64 for MultiArith, 8 elsewhere)
+    assert (
+        look(method="diverse_reasoning", student="flan-t5-large", benchmark="multiarith", D=64).value == 20.00
+    )
+    assert look(method="diverse_reasoning", student="flan-t5-large", benchmark="multiarith", D=8) is None
+    assert (
+        look(method="diverse_reasoning", student="flan-t5-large", benchmark="multiarith", D=1).value == 14.44
+    )
+    assert look(method="few_shot_cot", student="gpt2", benchmark="tracking_shuffled_objects") is None  # '-'
+    assert look(method="fine_tune_cot", student="Qwen2.5-0.5B", benchmark="gsm8k", D=1) is None
+    # embedded: the real task's number for the paper student of the same size rank, marked as a stand-in
+    c = look(
+        method="vanilla_ft",
+        student="tiny_small",
+        benchmark="embedded_coin_flip",
+        task="coin_flip",
+        embedded=True,
+        experiment="fine_tune_cot/main",
+    )
+    assert c.value == 60.00 and c.stand_in == ("task", "student") and "gpt2 124M" in c.student
+    c = look(
+        method="vanilla_ft",
+        student="tiny",
+        benchmark="embedded_coin_flip",
+        task="coin_flip",
+        embedded=True,
+        experiment="fine_tune_cot/t5",
+    )
+    assert c.value == 100.00 and c.table == "tab:performance_t5"
+    assert (
+        look(
+            method="vanilla_ft",
+            student="tiny",
+            benchmark="embedded_coin_flip",
+            task="coin_flip",
+            embedded=True,
+            experiment=None,
+        )
+        is None
+    )  # no stand-in rule without an experiment
+    # data size: curie's Date points stand in for a student without its own
+    c = look(
+        method="diverse_reasoning",
+        student="flan-t5-base",
+        benchmark="date_understanding",
+        D=8,
+        n_shot=32,
+        experiment="fine_tune_cot/data_size",
+    )
+    assert c.value == 35.14 and c.stand_in == ("student",)
+    # ... but not for embedded runs, whose size is their n_train (no published point to stand in)
+    assert (
+        look(method="diverse_reasoning", student="tiny", benchmark="embedded_coin_flip", task="coin_flip",
+             embedded=True, D=8, experiment="fine_tune_cot/data_size")
+        is None
+    )
+    # SGFT: secondary, by guide and response model names
+    c = look(
+        method="sgft",
+        student="hf->hf",
+        student_model="Qwen/Qwen2-7B-Instruct",
+        response_model="THUDM/chatglm3-6b",
+        benchmark="gsm8k",
+    )
+    assert c.value == 48.3 and c.secondary and not c.exact
+
+
+# --- bootstrap ----------------------------------------------------------------------------------------------
+def test_bootstrap_is_seeded_and_sensible():
+    import numpy as np
+
+    a = bootstrap_ci([0.5, 0.6], [100, 100], rng=np.random.default_rng(1))
+    b = bootstrap_ci([0.5, 0.6], [100, 100], rng=np.random.default_rng(1))
+    assert a == b and a[0] < 0.55 < a[1]
+    one = bootstrap_ci([0.3], [50], rng=np.random.default_rng(0))
+    assert one[0] < 0.3 < one[1]  # one seed: the test-question interval (binomial) is not empty
+    assert bootstrap_ci([0.0], [50]) == (0.0, 0.0)
+    wide = bootstrap_ci([0.3], [20], rng=np.random.default_rng(0))
+    assert wide[1] - wide[0] > one[1] - one[0]  # fewer test questions, wider interval
+    # without question counts only the seeds are resampled
+    lo, hi = bootstrap_ci([0.2, 0.4, 0.6], [None, None, None], rng=np.random.default_rng(0))
+    assert 0.2 <= lo < 0.4 < hi <= 0.6
+
+
+# --- collecting and aggregating the fixture -----------------------------------------------------------------
+def _raw(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
+
+
+def test_fixture_table_means_and_protocols(paper):
+    runs = load_runs([FTC])
+    raw = _raw(FTC)
+    assert len(runs) == len(raw) >= 8
+    for protocol in ("best_test_epoch", "last_epoch", "dev_selected"):
+        table = build_table(entries(runs, protocol), protocol=protocol, paper=paper)
+        for row in table.rows:
+            for bench, cell in row.cells.items():
+                # the cell mean is the mean over seeds of exactly this protocol's numbers
+                want = [
+                    r["metrics"][protocol]["accuracy"]
+                    for r in raw
+                    if r["method"] == row.method and r["student"] == row.student and r["benchmark"] == bench
+                ]
+                assert len(want) == len(cell.seeds)
+                assert cell.mean == pytest.approx(100 * sum(want) / len(want))
+                assert cell.low <= cell.mean <= cell.high
+    # best_test_epoch >= last_epoch in every run (selection on test is optimistic)
+    for r in raw:
+        assert r["metrics"]["best_test_epoch"]["accuracy"] >= r["metrics"]["last_epoch"]["accuracy"]
+
+
+def test_protocols_are_never_mixed(tmp_path, paper):
+    """A run without the chosen protocol's number leaves its cell out instead of falling back."""
+    src = next(FTC.rglob("results.json")).parent
+    dst = tmp_path / "run"
+    shutil.copytree(src, dst)
+    res = json.loads((dst / "results.json").read_text())
+    del res["metrics"]["dev_selected"]
+    (dst / "results.json").write_text(json.dumps(res))
+    runs = load_runs([dst])
+    assert select(runs[0].results["metrics"], "dev_selected") is None
+    t = build_table(entries(runs, "dev_selected"), protocol="dev_selected", paper=paper)
+    assert t.rows == [] and t.missing == 1
+    assert "have no `dev_selected` number" in to_markdown(t)
+
+
+def test_duplicate_seeds_keep_newest_and_by_splits(tmp_path, paper, capsys):
+    src = next(FTC.rglob("results.json")).parent
+    for name, lr in (("a", 0.001), ("b", 0.002)):
+        shutil.copytree(src, tmp_path / name)
+        cfg = (tmp_path / name / "config.yaml").read_text()
+        (tmp_path / name / "config.yaml").write_text(re.sub(r"\n  lr: [^\n]+", f"\n  lr: {lr}", cfg, count=1))
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    res["metrics"]["best_test_epoch"]["accuracy"] = 0.75
+    (tmp_path / "b" / "results.json").write_text(json.dumps(res))
+    runs = load_runs([tmp_path])
+    t = build_table(entries(runs, "best_test_epoch"), protocol="best_test_epoch", paper=paper)
+    assert "two runs" in capsys.readouterr().err
+    (row,) = t.rows
+    (cell,) = row.cells.values()
+    assert len(cell.seeds) == 1
+    t = build_table(
+        entries(runs, "best_test_epoch", by=["trainer.lr"]),
+        protocol="best_test_epoch",
+        paper=paper,
+        by=["trainer.lr"],
+    )
+    assert sorted(r.by for r in t.rows) == [(0.001,), (0.002,)]
+    assert [c.mean for r in sorted(t.rows, key=lambda r: r.by) for c in r.cells.values()][1] == pytest.approx(
+        75.0
+    )
+
+
+def test_sgft_and_fdd_entries(paper):
+    runs = load_runs([FIXTURE / "sgft_grid"])
+    es = entries(runs, "best_test_epoch")
+    sgft = [e for e in es if e.method == "sgft"]
+    assert len(sgft) == len(runs) == 4 and all(e.single_evaluation and "->" in e.student for e in sgft)
+    assert {e.method for e in es} >= {"sgft", "sgft:response_zero_shot"}
+    runs = load_runs([FIXTURE / "fdd_rounds"])
+    es = entries(runs, "last_epoch")
+    for run in runs:
+        rounds = [e for e in es if e.run_dir == str(run.path.parent)]
+        assert [e.method.rsplit(" ", 1)[1] for e in rounds] == [
+            str(d["round"]) for d in run.results["round_details"]
+        ]
+        assert [e.accuracy for e in rounds] == [
+            d["metrics"]["last_epoch"]["accuracy"] for d in run.results["round_details"]
+        ]
+    t = build_table(es, protocol="last_epoch", paper=paper)
+    assert all(c.paper is None for r in t.rows for c in r.cells.values())  # FDD has no published numbers
+
+
+# --- the CLI ------------------------------------------------------------------------------------------------
+def test_cli_markdown_csv_tex(tmp_path, capsys):
+    assert report_main([str(FTC)]) == 0
+    md = capsys.readouterr().out
+    assert "protocol `best_test_epoch`" in md and "95% bootstrap" in md
+    assert re.search(r"\d+\.\d\d \[\d+\.\d, \d+\.\d\] · p† \d+\.\d\d · Δ [+-]\d+\.\d\d", md), md
+    assert "(≈Coin)" in md and "stand-in" in md and "Teacher cost per cell" in md
+    out = tmp_path / "t.csv"
+    assert report_main([str(FTC), "--format", "csv", "--out", str(out), "--protocol", "last_epoch"]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert rows and all(r["protocol"] == "last_epoch" for r in rows)
+    assert all(float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in rows)
+    with_paper = [r for r in rows if r["paper"]]
+    assert with_paper and all(
+        float(r["diff"]) == pytest.approx(float(r["mean"]) - float(r["paper"]), abs=1e-3) for r in with_paper
+    )
+    assert all(r["cost_usd"] != "" for r in rows if r["method"] == "fine_tune_cot")
+    assert report_main([str(FIXTURE), "--format", "tex"]) == 0
+    tex = capsys.readouterr().out
+    assert tex.startswith("\\begin{table}") and "\\bottomrule" in tex and "sgft" in tex
+
+
+def test_cli_errors_name_the_file(tmp_path, capsys):
+    assert report_main([str(tmp_path)]) == 1
+    assert "no results.json" in capsys.readouterr().err
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "results.json").write_text('{"method": "x",\n oops}')
+    assert report_main([str(tmp_path)]) == 2
+    assert f"{bad / 'results.json'}:2" in capsys.readouterr().err
+
+
+def test_cli_starts_without_torch():
+    code = (
+        "import sys, sgft_lab.report.__main__ as m; sys.argv=['x','--help']\n"
+        "try: m.main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert p.returncode == 0, p.stderr
+    assert "--protocol" in p.stdout

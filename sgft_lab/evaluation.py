@@ -126,11 +126,11 @@ TABLE_COLUMNS = ("epoch", "split", "id", "question", "completion", "extracted", 
 def log_prediction_table(trainer, rows: Sequence[dict], epoch: int, key: str = "predictions") -> bool:
     """Log this evaluation's prediction rows as a ``wandb.Table`` when a WandbLogger is attached (and
     ``logger.log_predictions`` is on); one table per evaluation, under ``key``. Returns whether it logged."""
+    if not rows:
+        return False
     from lightning.pytorch.loggers import WandbLogger
 
     loggers = [lg for lg in getattr(trainer, "loggers", []) if isinstance(lg, WandbLogger)]
-    if not rows:
-        return False
     data = [[epoch, *(r.get(c) for c in TABLE_COLUMNS[1:])] for r in rows]
     logged = False
     for lg in loggers:

@@ -12,26 +12,14 @@ import pytest
 from conftest import CONF, TINY, compose, run_sgft
 
 from sgft_lab.config import validate
+from sgft_lab.answers import FTCOT_TASKS
 
 PRESETS = sorted(
     str(p.relative_to(CONF / "experiment").with_suffix(""))
     for d in ("fine_tune_cot", "fdd")
     for p in (CONF / "experiment" / d).glob("*.yaml")
 )
-REAL_TASKS = {
-    "single_eq",
-    "addsub",
-    "multiarith",
-    "gsm8k",
-    "aqua",
-    "svamp",
-    "date_understanding",
-    "tracking_shuffled_objects",
-    "last_letter_concatenation",
-    "coin_flip",
-    "commonsense_qa",
-    "strategy_qa",
-}
+REAL_TASKS = set(FTCOT_TASKS)  # the 12 Fine-tune-CoT tasks
 # Tiny settings for smoke runs (on top of tier=embedded).
 SMOKE = [o for o in TINY if not o.startswith("print_table")] + ["student.max_new_tokens=24"]
 
@@ -174,6 +162,7 @@ def test_main_embedded_smoke_report_and_wandb(tmp_path: Path):
             "student=tiny_small",
             "benchmark=embedded_coin_flip",
             "logger=wandb",
+            "logger.log_artifacts=true",
             *SMOKE,
         ],
         tmp_path,
@@ -190,9 +179,17 @@ def test_main_embedded_smoke_report_and_wandb(tmp_path: Path):
     ), rep.stdout
     for r in results:
         (wb,) = Path(r["run_dir"]).glob("wandb/offline-run-*/run-*.wandb")
-        (run,) = [x.run for x in _wandb_records(wb) if x.WhichOneof("record_type") == "run"]
+        records = _wandb_records(wb)
+        (run,) = [x.run for x in records if x.WhichOneof("record_type") == "run"]
         assert (run.run_group, run.job_type) == ("fine_tune_cot/main", r["method"])
         assert {"embedded_coin_flip", "tiny_small"} <= set(run.tags)
+        arts = {x.artifact.type: x.artifact for x in records if x.WhichOneof("record_type") == "artifact"}
+        ident = f"{r['method']}-embedded_coin_flip-tiny_small-s0"
+        assert arts["model"].name == f"student-{ident}"
+        assert "last.ckpt" in {e.path for e in arts["model"].manifest.contents}
+        kind = "teacher-data" if r["method"] == "fine_tune_cot" else "train-data"
+        assert arts["dataset"].name == f"{kind}-{ident}"
+        assert "train.jsonl" in {e.path for e in arts["dataset"].manifest.contents}
         tables = sorted(wb.parent.glob("files/media/table/predictions_*.table.json"))
         assert len(tables) == len(r["history"]) == 2  # one per evaluation (2 epochs)
         t = json.loads(tables[0].read_text())

@@ -127,8 +127,8 @@ def summary_metrics(results: dict, accounting=None) -> dict[str, float]:
 
 def log_artifacts(cfg: Config, results: dict) -> list[str]:
     """The trained student (checkpoints/last.ckpt -- adapters only for LoRA -- and the student dir with its
-    tokenizer) and the teacher data (teacher samples, filter report, the training pairs) as W&B artifacts
-    (logger.log_artifacts=true). Returns the artifact names."""
+    tokenizer) and the teacher data (teacher samples, filter report, the training pairs; `train-data` when the
+    method uses no teacher) as W&B artifacts (logger.log_artifacts=true). Returns the artifact names."""
     import wandb
 
     paths = run_paths(results["run_dir"])
@@ -144,7 +144,8 @@ def log_artifacts(cfg: Config, results: dict) -> list[str]:
     if model.manifest.entries:
         wandb.run.log_artifact(model)
         names.append(model.name)
-    data = wandb.Artifact(f"teacher-data-{ident}", type="dataset",
+    kind = "teacher-data" if results.get("teacher") else "train-data"  # vanilla_ft: the gold pairs only
+    data = wandb.Artifact(f"{kind}-{ident}", type="dataset",
                           metadata={"teacher": results.get("teacher"), "filter": results.get("filter")})
     if paths.teacher_dir.is_dir() and any(paths.teacher_dir.iterdir()):
         data.add_dir(str(paths.teacher_dir), name="teacher")

@@ -157,7 +157,7 @@ class PaperNumbers:
             candidates.append((exact, []))
         rule = self.stand_ins.get("experiments", {}).get(experiment or "")
         if rule and embedded and not rule.get("embedded", True):
-            rule = None  # e.g. data size: an embedded run's size is its n_train, not the paper's question counts
+            rule = None  # data size: an embedded run's size is its n_train, not the paper's questions
         if rule:
             fam = rule["family"]
             if rule.get("size"):

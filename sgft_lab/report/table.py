@@ -189,7 +189,8 @@ def _row_key(r: Row):
     base = family.split(":")[0]  # "sgft:cot_ft_x1" -> "sgft"
     rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
     size = r.parameters if r.parameters is not None else math.inf
-    by = tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in r.by)  # numbers numerically
+    # --by values: numbers in numeric order, then the rest as text
+    by = tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in r.by)
     return (rank, base, family, size, r.student, int(rnd or -1), r.D or 0, r.n_shot or 0, by)
 
 
@@ -267,7 +268,8 @@ def _row_head(t: Table) -> list[str]:
 def to_markdown(t: Table) -> str:
     lines = [
         f"Test accuracy (%) under protocol `{t.protocol}`: mean over seeds [95% bootstrap interval over "
-        f"seeds and test questions, B={t.n_boot}, seed {t.seed}]; p = published number, Δ = ours − published.",
+        f"seeds and test questions, B={t.n_boot}, seed {t.seed}]; p = published number, "
+        "Δ = ours − published.",
         "",
     ]
     head = _row_head(t) + [_header(t, b) for b in t.benchmarks]

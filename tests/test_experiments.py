@@ -266,3 +266,10 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path: Path):
     assert re.search(r"best_value: ([\d.]+)", text) and float(
         re.search(r"best_value: ([\d.]+)", text)[1]
     ) == max(vals)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("sgft_*.yaml")))
+def test_sgft_presets_compose_at_the_embedded_tier(name):
+    c = validate(compose([f"experiment={name}", "tier=embedded"]))
+    assert c.method.name == "sgft" and c.student.name_or_path is None  # tiny guide
+    assert c.method.response is not None and c.method.response.name_or_path is None  # tiny response model

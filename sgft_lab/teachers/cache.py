@@ -37,9 +37,19 @@ class TeacherCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
+        # Switching a new database to WAL takes an exclusive lock that SQLite's busy timeout does not cover:
+        # two processes (e.g. parallel sweep jobs) opening a fresh cache at once can see "database is locked"
+        # here. Retry with a short backoff instead of failing the run.
+        for attempt in range(100):
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute(_SCHEMA)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise
+                time.sleep(0.01 * (1 + attempt % 10))
 
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         out: dict[str, Completion] = {}

@@ -58,3 +58,16 @@ TINY = [
     "student.num_layers=1", "student.num_heads=2", "student.intermediate_size=64", "student.vocab_size=300",
     "student.max_new_tokens=48", "print_table=false",
 ]
+
+
+# Student fixtures shared by the student tests: prompts of clearly different lengths, so batches mix lengths
+# and left padding is exercised.
+PAIRS = [
+    ("What is 3 plus 4? ###", " 3 + 4 = 7. --> 7"),
+    ("Tom has 12 apples and buys 5 more. How many apples does he have now? ###", " 12 + 5 = 17. --> 17"),
+    ("Sum 7 and 8 ###", " 7 + 8 = 15. --> 15"),
+    ("A shop sold 20 cakes in the morning and 22 in the evening. How many? ###", " 20 + 22 = 42. --> 42"),
+    ("1 plus 9 ###", " 1 + 9 = 10. --> 10"),
+    ("Ann read 33 pages and then 4 more pages. ###", " 33 + 4 = 37. --> 37"),
+]
+CORPUS = [t for pair in PAIRS for t in pair] * 5

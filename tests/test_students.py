@@ -18,17 +18,8 @@ from sgft_lab.students.module import StudentModule  # noqa: E402
 from sgft_lab.students.tokenizer import train_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+from conftest import CORPUS, PAIRS  # noqa: E402
 
-# Prompts of clearly different lengths, so batches mix lengths and left padding is exercised.
-PAIRS = [
-    ("What is 3 plus 4? ###", " 3 + 4 = 7. --> 7"),
-    ("Tom has 12 apples and buys 5 more. How many apples does he have now? ###", " 12 + 5 = 17. --> 17"),
-    ("Sum 7 and 8 ###", " 7 + 8 = 15. --> 15"),
-    ("A shop sold 20 cakes in the morning and 22 in the evening. How many? ###", " 20 + 22 = 42. --> 42"),
-    ("1 plus 9 ###", " 1 + 9 = 10. --> 10"),
-    ("Ann read 33 pages and then 4 more pages. ###", " 33 + 4 = 37. --> 37"),
-]
-CORPUS = [t for pair in PAIRS for t in pair] * 5
 
 
 @pytest.fixture(autouse=True, scope="module")

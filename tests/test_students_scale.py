@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
-from conftest import CONF, REPO, SHARED, TINY, compose, run_sgft  # noqa: E402
+from conftest import CONF, CORPUS, PAIRS, REPO, SHARED, TINY, compose, run_sgft  # noqa: E402
 
 from sgft_lab.config import Config, StudentConfig, TrainerConfig, validate  # noqa: E402
 from sgft_lab.students.build import build_student  # noqa: E402
@@ -20,15 +20,6 @@ from sgft_lab.students.encode import collate, encode_pair  # noqa: E402
 from sgft_lab.students.module import StudentModule  # noqa: E402
 
 TINY_STORIES = SHARED / "models" / "TinyStories-656K"
-PAIRS = [
-    ("What is 3 plus 4? ###", " 3 + 4 = 7. --> 7"),
-    ("Tom has 12 apples and buys 5 more. How many apples does he have now? ###", " 12 + 5 = 17. --> 17"),
-    ("Sum 7 and 8 ###", " 7 + 8 = 15. --> 15"),
-    ("A shop sold 20 cakes in the morning and 22 in the evening. How many? ###", " 20 + 22 = 42. --> 42"),
-    ("1 plus 9 ###", " 1 + 9 = 10. --> 10"),
-    ("Ann read 33 pages and then 4 more pages. ###", " 33 + 4 = 37. --> 37"),
-]
-CORPUS = [t for pair in PAIRS for t in pair] * 5
 SMALL = {"name_or_path": None, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128,
          "vocab_size": 400}
 LLAMA7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -38,7 +38,7 @@ RESULTS = os.environ.get("SGFT_LAB_RESULTS", "outputs").split(os.pathsep)
 FIGURES = Path(os.environ.get("SGFT_LAB_FIGURES", "figures"))
 PROTOCOL = os.environ.get("SGFT_LAB_PROTOCOL", "last_epoch")
 FIGURES.mkdir(parents=True, exist_ok=True)
-runs = [r for r in load_runs(RESULTS) if r.results["method"] in ("fdd", "fdd_pot")]
+runs = [r for r in load_runs(RESULTS) if r.results["run"]["method"] in ("fdd", "fdd_pot")]
 print(f"{len(runs)} FDD runs under {RESULTS}")
 table = build_table(entries(runs, PROTOCOL), protocol=PROTOCOL)
 
@@ -47,7 +47,7 @@ table = build_table(entries(runs, PROTOCOL), protocol=PROTOCOL)
 
 # %%
 if table.rows:
-    kinds = sorted({r.method.split(" round ")[0] for r in table.rows})
+    kinds = sorted({r.method for r in table.rows})
     benches = table.benchmarks
     fig, axes = plt.subplots(
         len(benches), len(kinds), figsize=(4.8 * len(kinds), 3.6 * len(benches)), squeeze=False
@@ -55,12 +55,10 @@ if table.rows:
     for i, b in enumerate(benches):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
-            rows = [r for r in table.rows if r.method.startswith(kind + " round ") and b in r.cells]
+            rows = [r for r in table.rows if r.method == kind and r.round is not None and b in r.cells]
             for k, student in enumerate(sorted({r.student for r in rows})):
-                mine = sorted(
-                    (r for r in rows if r.student == student), key=lambda r: int(r.method.rsplit(" ", 1)[1])
-                )
-                xs = [int(r.method.rsplit(" ", 1)[1]) for r in mine]
+                mine = sorted((r for r in rows if r.student == student), key=lambda r: r.round)
+                xs = [r.round for r in mine]
                 cs = [r.cells[b] for r in mine]
                 ax.errorbar(
                     xs,
@@ -87,8 +85,9 @@ if table.rows:
 if runs:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for k, run in enumerate(runs):
-        per = run.results.get("per_round") or []
-        label = f"{run.results['method']} / {run.results['student']} / s{run.results['seed']}"
+        per = run.results["details"].get("rounds") or []
+        ident = run.results["run"]
+        label = f"{ident['method']} / {ident['student']} / s{ident['seed']}"
         ax.plot(
             [p["round"] for p in per],
             [p["dataset_problems"] for p in per],

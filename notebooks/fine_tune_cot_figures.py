@@ -43,7 +43,7 @@ paper = PaperNumbers.load()
 runs = [
     r
     for r in load_runs(RESULTS)
-    if r.results["method"]
+    if r.results["run"]["method"]
     in ("zero_shot", "zero_shot_cot", "few_shot_cot", "vanilla_ft", "fine_tune_cot", "diverse_reasoning")
 ]
 print(f"{len(runs)} Fine-tune-CoT-family runs under {RESULTS}")

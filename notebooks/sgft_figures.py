@@ -37,7 +37,7 @@ from sgft_lab.report import entries, frame, load_runs  # noqa: E402
 RESULTS = os.environ.get("SGFT_LAB_RESULTS", "outputs").split(os.pathsep)
 FIGURES = Path(os.environ.get("SGFT_LAB_FIGURES", "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
-runs = [r for r in load_runs(RESULTS) if r.results["method"] == "sgft"]
+runs = [r for r in load_runs(RESULTS) if r.results["run"]["method"] == "sgft"]
 df = frame(entries(runs, "last_epoch"))
 print(f"{len(runs)} SGFT runs under {RESULTS}")
 if not df.empty:
@@ -48,7 +48,7 @@ if not df.empty:
 # ## Guide x response heatmap (SGFT accuracy, one panel per benchmark)
 
 # %%
-grid = df[df["method"] == "sgft"] if not df.empty else df
+grid = df[df["system"] == "student"] if not df.empty else df  # SGFT itself: the response model + the guide's SG
 if not grid.empty:
     benches = sorted(grid["benchmark"].unique())
     fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 3.8), squeeze=False)
@@ -77,13 +77,13 @@ if not grid.empty:
 
 # %%
 if not df.empty:
-    per = df.groupby(["response", "method"], as_index=False)["accuracy_pct"].mean()
-    systems = list(dict.fromkeys(per["method"]))
+    per = df.groupby(["response", "label"], as_index=False)["accuracy_pct"].mean()
+    systems = list(dict.fromkeys(per["label"]))
     responses = sorted(per["response"].unique())
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(responses) * max(1, len(systems)) / 3, 3.6))
     w = 0.8 / max(1, len(systems))
     for k, s in enumerate(systems):
-        vals = [per[(per["response"] == r) & (per["method"] == s)]["accuracy_pct"].mean() for r in responses]
+        vals = [per[(per["response"] == r) & (per["label"] == s)]["accuracy_pct"].mean() for r in responses]
         ax.bar(np.arange(len(responses)) + k * w, vals, w, label=s)
     ax.set_xticks(np.arange(len(responses)) + 0.4 - w / 2, responses)
     ax.set_xlabel("response model")

@@ -188,3 +188,52 @@ def accuracy(scored: Iterable[Scored | bool]) -> float:
     """Fraction (0..1) of correct items; an empty input gives 0.0."""
     flags = [s.correct if isinstance(s, Scored) else bool(s) for s in scored]
     return sum(flags) / len(flags) if flags else 0.0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Numeric rules beside the official evaluator: FDD's executed program-of-thought answers (methods.md 4.3)
+# and agreement between teacher samples of a new problem (no gold yet).
+
+NUMERIC_TOLERANCE = 1e-4  # fdd_numeric (methods.md 4.3, our choice)
+
+
+def as_number(value: object) -> float | None:
+    """A float from an executed ``ans`` or an answer string ("1,000" -> 1000.0); None if not a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).replace(",", "").strip())
+    except ValueError:
+        return None
+
+
+def fdd_numeric(value: object, gold: str) -> bool:
+    """The ``fdd_numeric`` rule: both are numbers and |value - gold| <= 1e-4."""
+    a, b = as_number(value), as_number(gold)
+    return a is not None and b is not None and abs(a - b) <= NUMERIC_TOLERANCE
+
+
+def format_number(x: float) -> str:
+    """An executed answer as a label string: ``12`` for 12.0, else up to 6 decimals."""
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:.6f}".rstrip("0").rstrip(".")
+
+
+def same_answer(task: str, a: str, b: str) -> bool:
+    """Two extracted CoT answers agree under the task's comparison rule (:func:`score`)."""
+    return score(task, "zs", a, b).correct
+
+
+def majority(values, same) -> tuple[object, list[int]] | None:
+    """The value most samples agree with (ties: the earliest) and the indices agreeing with it."""
+    best: tuple[object, list[int]] | None = None
+    for v in values:
+        if v is None:
+            continue
+        agree = [i for i, w in enumerate(values) if w is not None and same(v, w)]
+        if best is None or len(agree) > len(best[1]):
+            best = (v, agree)
+    return best

@@ -1,13 +1,17 @@
-"""Generation-based evaluation: greedy completions, Fine-tune-CoT scoring, saved predictions.
+"""Generation-based evaluation: greedy completions, scoring, saved predictions, the per-epoch callback.
 
-Every evaluation writes predictions/epoch_NNN.jsonl (one row per question, with its split), so the
-summary metrics are always recomputed from files on disk: a resumed run keeps its earlier epochs.
+How a student is asked and scored is an :class:`EvalSpec`: a prompt per question (the template's input by
+default) and a scorer (Fine-tune-CoT's evaluator by default; FDD's PoT students plug in ``pot.Programs.score``,
+which executes the programs). Every evaluation writes predictions/epoch_NNN.jsonl (one row per question, with
+its split), so the summary metrics are always recomputed from files on disk: a resumed run keeps its earlier
+epochs.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .answers import score
 from .benchmarks.record import Example
@@ -15,30 +19,40 @@ from .data.formats import student_input
 from .io import read_jsonl, write_jsonl
 from .paths import RunPaths
 
+Scorer = Callable[[Sequence[Example], Sequence[str], str], list[dict]]
+
 
 @dataclass
 class EvalSpec:
     """How a student is asked and scored on a benchmark."""
 
     task: str  # scoring key
-    template: str  # ft_cot_token, ft_token, zs, ...
+    template: str  # ft_cot_token, ft_token, zs, pot ...
     max_new_tokens: int
     batch_size: int
     prefix: str | None = None  # overrides the template's answer prefix (e.g. SGFT's 'The answer is')
     max_input_tokens: int | None = None  # prompts are cut exactly as in training
+    scorer: Scorer | None = None  # (examples, completions, split) -> rows; None: Fine-tune-CoT's evaluator
+    metric: str = "ftcot"  # the scorer's name in results (ftcot, fdd_numeric)
+
+    def prompts(self, examples: Sequence[Example], family: str) -> list[str]:
+        return [student_input(self.template, ex.question, family) for ex in examples]
+
+    def score(self, examples: Sequence[Example], completions: Sequence[str], split: str) -> list[dict]:
+        if self.scorer is not None:
+            return self.scorer(examples, completions, split)
+        return score_rows(examples, completions, self, split)
 
 
 def predict(student, examples: Sequence[Example], spec: EvalSpec, *, prompts: Sequence[str] | None = None,
             split: str = "test", progress: bool = True) -> list[dict]:
     """Greedy completions for ``examples``, scored; one prediction row per example."""
-    from .students.generation import generate
-
     if prompts is None:
-        prompts = [student_input(spec.template, ex.question, student.family) for ex in examples]
-    completions = generate(student.model, student.tokenizer, student.family, list(prompts),
-                           max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, progress=progress,
-                           max_input_tokens=spec.max_input_tokens)
-    return score_rows(examples, completions, spec, split)
+        prompts = spec.prompts(examples, student.family)
+    completions = student.generate(list(prompts), max_new_tokens=spec.max_new_tokens,
+                                   batch_size=spec.batch_size, progress=progress,
+                                   max_input_tokens=spec.max_input_tokens)
+    return spec.score(examples, completions, split)
 
 
 def score_rows(examples: Sequence[Example], completions: Sequence[str], spec: EvalSpec, split: str) -> list[dict]:
@@ -56,14 +70,21 @@ def accuracy(rows: Sequence[dict]) -> float:
     return sum(bool(r["correct"]) for r in rows) / len(rows) if rows else 0.0
 
 
+_EPOCH_FILE = re.compile(r"epoch_(\d{3,})\.jsonl")
+
+
 def epoch_history(paths: RunPaths) -> list[dict]:
-    """[{epoch, val_accuracy, test_accuracy}] from the saved prediction files, in epoch order."""
+    """[{epoch, val_accuracy, n_val, test_accuracy, n_test}] from the saved prediction files, in epoch order.
+    Only the run's own files (``epoch_NNN.jsonl``) are read; anything else in the folder is ignored."""
     hist = []
     for f in sorted(paths.predictions_dir.glob("epoch_*.jsonl")):
+        m = _EPOCH_FILE.fullmatch(f.name)
+        if not m:
+            continue
         rows = read_jsonl(f)
-        entry = {"epoch": int(f.stem.split("_")[1])}
+        entry = {"epoch": int(m.group(1))}
         for split in ("val", "test"):
-            sub = [r for r in rows if r["split"] == split]
+            sub = [r for r in rows if r.get("split") == split]
             if sub:
                 entry[f"{split}_accuracy"] = accuracy(sub)
                 entry[f"n_{split}"] = len(sub)
@@ -83,7 +104,8 @@ def summarize(history: list[dict]) -> dict:
     if not with_test:
         return {}
     last = with_test[-1]
-    out = {"accuracy": last["test_accuracy"], "last_epoch": {"epoch": last["epoch"], "accuracy": last["test_accuracy"]}}
+    out = {"accuracy": last["test_accuracy"],
+           "last_epoch": {"epoch": last["epoch"], "accuracy": last["test_accuracy"]}}
     with_val = [h for h in with_test if "val_accuracy" in h]
     if with_val:
         best_val = max(with_val, key=lambda h: (h["val_accuracy"], -h["epoch"]))
@@ -95,9 +117,10 @@ def summarize(history: list[dict]) -> dict:
     return out
 
 
-def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths: RunPaths, every_n_epochs: int = 1,
-                  progress: bool = True):
-    """A Lightning callback that evaluates after every n-th epoch (and the last) and saves predictions."""
+def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths: RunPaths,
+                  every_n_epochs: int = 1, progress: bool = True):
+    """The per-epoch evaluator, one for every method: after every n-th epoch (and the last) rank 0 asks and
+    scores the student as ``spec`` says on each split and saves the prediction rows."""
     import lightning.pytorch as pl
 
     class GenerationEvaluator(pl.Callback):
@@ -134,7 +157,7 @@ def log_prediction_table(trainer, rows: Sequence[dict], epoch: int, key: str = "
     data = [[epoch, *(r.get(c) for c in TABLE_COLUMNS[1:])] for r in rows]
     logged = False
     for lg in loggers:
-        # The run's config (training.build_loggers hands it to W&B) carries the switch.
+        # The run's config (run.start_wandb hands it to W&B) carries the switch.
         if not (lg.experiment.config.get("logger") or {}).get("log_predictions", True):
             continue
         lg.log_table(key=key, columns=list(TABLE_COLUMNS), data=data, step=trainer.global_step)

@@ -194,6 +194,39 @@ def _call_solution(code: str, answer_var: str) -> str:
     return code
 
 
+# ---------------------------------------------------------------- programs of a run
+
+class Programs:
+    """Sandboxed execution of PoT completions, each distinct program run once per process (FDD's rounds
+    execute the same teacher and student programs again and again)."""
+
+    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 512, workers: int = 2):
+        self.timeout_s, self.memory_mb, self.workers = timeout_s, memory_mb, workers
+        self.results: dict[str, PotResult] = {}
+
+    def run(self, completions: Iterable[str]) -> list[tuple[str, PotResult]]:
+        """(program, result) per completion: the program is pulled out of the text, then executed."""
+        programs = [extract_program(c.strip()) for c in completions]
+        todo = list(dict.fromkeys(p for p in programs if p not in self.results))
+        for p, res in zip(todo, run_many(todo, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+                                         max_workers=self.workers)):
+            self.results[p] = res
+        return [(p, self.results[p]) for p in programs]
+
+    def score(self, examples, completions, split: str = "test") -> list[dict]:
+        """Prediction rows like ``evaluation.score_rows``, scored ``fdd_numeric``: the program is executed and
+        its ``ans`` compared with the gold number within 1e-4 (methods.md 4.3)."""
+        from .answers import fdd_numeric
+
+        rows = []
+        for ex, c, (_, res) in zip(examples, completions, self.run(completions)):
+            ok = res.ok and fdd_numeric(res.answer, ex.answer)
+            rows.append({"id": ex.id, "split": split, "question": ex.question, "completion": c,
+                         "extracted": None if res.answer is None else str(res.answer), "answer": ex.answer,
+                         "correct": ok, "contains_answer": ok, "correct_format": res.ok, "error": res.error})
+        return rows
+
+
 # ---------------------------------------------------------------- parent side
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .benchmarks.record import Example
-from .config import Config, TrainerConfig
+from .config import Adapter, Config, TrainerConfig
 from .data.datamodules import CoTDataModule, Pair
 from .evaluation import EvalSpec, make_callback
-from .paths import RunPaths, run_name
+from .paths import RunPaths
 
 SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 
@@ -74,30 +74,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")  # rank 0 alone evaluates, by design
 
 
-def build_loggers(cfg: Config, paths: RunPaths, job_type: str):
-    """CSV always (metrics.csv in the run dir); W&B when logger.wandb is set, offline without a key."""
+def default_loggers(paths: RunPaths) -> list:
+    """A stage trained outside a run's lifecycle: its own metrics.csv only."""
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(paths.run_dir), name="", version="")]
-    if cfg.logger.wandb:
-        from lightning.pytorch.loggers import WandbLogger
-
-        from .config import redact
-
-        offline = cfg.logger.offline
-        if offline is None:
-            offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
-            if offline and os.environ.get("WANDB_MODE") != "offline":
-                print("wandb: no WANDB_API_KEY set, logging offline (upload later with `wandb sync`).")
-        from dataclasses import asdict
-
-        loggers.append(WandbLogger(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or cfg.experiment,
-            job_type=job_type, tags=list(cfg.logger.tags) + [cfg.benchmark.name, cfg.student.name],
-            name=run_name(cfg.method.name, cfg.benchmark.name, cfg.student.name, cfg.seed),
-            save_dir=str(paths.run_dir), offline=offline, config=redact(asdict(cfg)),
-        ))
-    return loggers
+    return [CSVLogger(save_dir=str(paths.run_dir), name="", version="")]
 
 
 def _strategy_name(tc: TrainerConfig) -> str:
@@ -129,7 +110,7 @@ def build_strategy(tc: TrainerConfig, student) -> Any:
         stage = {"deepspeed_stage_1": 1, "deepspeed_stage_2": 2, "deepspeed_stage_3": 3}.get(name, 2)
         return DeepSpeedStrategy(**{"stage": stage, **kw})
     if name == "fsdp":
-        if student.cfg.adapter == "qlora":
+        if student.cfg.adapter is Adapter.qlora:
             raise ValueError("trainer.strategy=fsdp does not shard 4-bit (QLoRA) students here; use "
                              "trainer=ddp (one QLoRA copy per GPU) or student.adapter=lora")
         from lightning.pytorch.strategies import FSDPStrategy
@@ -254,7 +235,7 @@ def checkpoint_callback(tc: TrainerConfig, paths: RunPaths):
     """
     import lightning.pytorch as pl
 
-    last = paths.checkpoints_dir / "last.ckpt"
+    last = paths.last_checkpoint
     every = int(tc.checkpoint_every_n_steps or 0)
 
     class LastCheckpoint(pl.Callback):
@@ -277,14 +258,16 @@ def checkpoint_callback(tc: TrainerConfig, paths: RunPaths):
 
 
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
-        spec: EvalSpec, paths: RunPaths, *, job_type: str | None = None, datamodule=None,
-        eval_callback=None, callbacks: Sequence = ()) -> FitOutcome:
-    """Train ``student`` on ``train_pairs``; evaluate on ``eval_sets`` after every epoch.
+        spec: EvalSpec | None, paths: RunPaths, *, loggers: Sequence | None = None, datamodule=None,
+        callbacks: Sequence = ()) -> FitOutcome:
+    """Train ``student`` on ``train_pairs``; evaluate on ``eval_sets`` as ``spec`` says (its prompts and its
+    scorer) after every ``trainer.eval_every_n_epochs``-th epoch and the last; no eval sets, no evaluation.
 
-    ``datamodule`` (a CoTDataModule over the same pairs, e.g. FDD's per-round one) replaces the default;
-    ``eval_callback`` replaces the per-epoch evaluator (e.g. FDD's executed program-of-thought scoring).
-    ``callbacks``: extra Lightning callbacks (e.g. SGFT's LISA layer sampling, students/lisa.py).
-    Under several processes every rank returns; ``FitOutcome.is_global_zero`` tells the one that should write.
+    ``paths``: the stage's folder (checkpoints, predictions, metrics.csv). ``loggers``: the stage's Lightning
+    loggers (``RunContext.fit_loggers``; default: a CSV log in ``paths``). ``datamodule`` replaces the default
+    CoTDataModule over ``train_pairs``. ``callbacks``: extra Lightning callbacks (e.g. SGFT's LISA layer
+    sampling, students/lisa.py). Under several processes every rank returns; ``FitOutcome.is_global_zero``
+    tells the one that should write.
     """
     import lightning.pytorch as pl
     import torch
@@ -297,7 +280,10 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     tc = cfg.trainer
     strategy = build_strategy(tc, student)
     sharded = _strategy_name(tc) in SHARDED_STRATEGIES
-    if sharded and eval_callback is None and any(eval_sets.values()):
+    evaluate = any(eval_sets.values())
+    if evaluate and spec is None:
+        raise ValueError("fit: eval_sets given without an EvalSpec")
+    if sharded and evaluate:
         raise ValueError(f"trainer.strategy={tc.strategy} shards the weights, so rank 0 cannot evaluate by "
                          "generation after each epoch; use trainer=ddp or trainer=deepspeed (ZeRO-2), or a "
                          "single device")
@@ -308,8 +294,10 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         dm.group_by_length = tc.group_by_length
     module = StudentModule(student, tc)
     monitor = throughput_callback(student.family)
-    callbacks = [monitor, eval_callback if eval_callback is not None else make_callback(
-        eval_sets, spec, paths, tc.eval_every_n_epochs, progress=tc.enable_progress_bar), *callbacks]
+    callbacks = [monitor, *callbacks]
+    if evaluate:
+        callbacks.append(make_callback(eval_sets, spec, paths, tc.eval_every_n_epochs,
+                                       progress=tc.enable_progress_bar))
     if tc.save_checkpoints:
         # Only `last.ckpt`, rewritten each epoch: enough to resume, and LoRA checkpoints hold adapters only.
         callbacks.append(checkpoint_callback(tc, paths))
@@ -319,12 +307,13 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         precision=tc.precision, max_epochs=tc.max_epochs, max_steps=tc.max_steps,
         gradient_clip_val=tc.gradient_clip_val,
         accumulate_grad_batches=tc.accumulate_grad_batches, log_every_n_steps=tc.log_every_n_steps,
-        logger=build_loggers(cfg, paths, job_type or cfg.method.name), callbacks=callbacks, plugins=plugins,
+        logger=list(loggers) if loggers is not None else default_loggers(paths), callbacks=callbacks,
+        plugins=plugins,
         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=tc.enable_progress_bar,
         enable_model_summary=False, default_root_dir=str(paths.run_dir), deterministic=tc.deterministic,
         enable_checkpointing=False,  # checkpoint_callback writes last.ckpt itself
     )
-    last = paths.checkpoints_dir / "last.ckpt"
+    last = paths.last_checkpoint
     ckpt = str(last) if last.exists() else None
     if ckpt:
         print(f"resuming from checkpoint {ckpt}")

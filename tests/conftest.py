@@ -71,3 +71,47 @@ PAIRS = [
     ("Ann read 33 pages and then 4 more pages. ###", " 33 + 4 = 37. --> 37"),
 ]
 CORPUS = [t for pair in PAIRS for t in pair] * 5
+
+
+def wandb_records(path: Path) -> list:
+    """Records of an offline W&B run file (`run-<id>.wandb`: a ':W&B' header, then LevelDB-log records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    pos, block, out, buf = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL / FIRST start a record, MIDDLE / LAST extend it
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+    return out
+
+
+def wandb_summary(path: Path) -> dict:
+    """The summary an offline W&B run file holds (key -> value), its last update winning."""
+    import json
+
+    out: dict = {}
+    for rec in wandb_records(path):
+        if rec.WhichOneof("record_type") == "summary":
+            for item in rec.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                out[key] = json.loads(item.value_json)
+    return out
+
+
+def results_of(root: Path) -> list[dict]:
+    """Every results.json under ``root`` (W&B folders excluded), in path order."""
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json")) if "wandb" not in p.parts]
+

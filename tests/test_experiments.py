@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF, TINY, compose, run_sgft
+from conftest import CONF, TINY, compose, results_of, run_sgft
+from conftest import wandb_records as _wandb_records
 
 from sgft_lab.config import validate
 from sgft_lab.answers import FTCOT_TASKS
@@ -40,56 +41,83 @@ def test_presets_found():
     } <= set(PRESETS)
 
 
+def sweep_jobs(hc) -> list[list[str]]:
+    """The jobs the sweeper launches for a composed preset: the grid of its sweep params, mapped to the tier's
+    stand-ins and de-duplicated under a tier (sgft_lab.tiers.map_jobs, as the tier sweeper does)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sgft_lab.tiers import map_jobs
+
+    params = [f"{k}={v}" for k, v in hc.hydra.sweeper.params.items()]
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    return map_jobs(jobs, hc.tier.stand_ins) if hc.get("tier") else jobs
+
+
 @pytest.mark.parametrize("tier", [None, "embedded"])
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_composes_and_each_sweep_value_validates(name, tier):
     """Compose the preset as `python -m sgft_lab -m +experiment=NAME [tier=embedded]` would, then validate one
-    job per sweep value (each parameter varied alone): every group option exists and the schema accepts it."""
+    job per distinct sweep value: every group option exists, the schema accepts it, the tier maps it."""
     base = [f"+experiment={name}"] + ([f"tier={tier}"] if tier else [])
     hc = compose(base, hydra_cfg=True)
     assert hc.experiment == name and str(hc.hydra.mode) == "RunMode.MULTIRUN"
-    params = {k: _values(v) for k, v in hc.hydra.sweeper.params.items()}
-    assert params, "a table preset is a sweep"
-    n_jobs = 1
-    for vals in params.values():
-        n_jobs *= len(vals)
-    first = [f"{k}={v[0]}" for k, v in params.items()]
-    for key, vals in params.items():
-        for v in vals:
-            job = [o for o in first if not o.startswith(f"{key}=")] + [f"{key}={v}"]
-            cfg = validate(compose(base + job))
-            assert cfg.experiment == name and cfg.tier == tier
-            if tier == "embedded":
-                assert cfg.benchmark.source == "embedded" and cfg.student.name in ("tiny", "tiny_small")
-                assert cfg.benchmark.n_shot is None  # ignored by the generators: it would only duplicate runs
-                assert (cfg.trainer.accelerator, cfg.trainer.threads, cfg.teacher.name) == (
-                    "cpu",
-                    1,
-                    "reference",
-                )
-            else:
-                assert cfg.trainer.accelerator == "gpu" and cfg.benchmark.source != "embedded"
-                assert cfg.student.name not in ("tiny", "tiny_small")
-                if cfg.teacher.name == "replay":  # one replay file per task
-                    assert cfg.teacher.replay_files[0].endswith(f"/{cfg.benchmark.name}.jsonl")
+    jobs = sweep_jobs(hc)
+    assert jobs, "a table preset is a sweep"
+    seen: set[str] = set()
+    for job in jobs:
+        if set(job) <= seen:
+            continue
+        seen |= set(job)
+        cfg = validate(compose(base + job, hydra_cfg=True))
+        assert cfg.experiment == name and (cfg.tier.name if cfg.tier else None) == tier
+        if tier == "embedded":
+            assert cfg.benchmark.source == "embedded" and cfg.student.name in ("tiny", "tiny_small")
+            assert (cfg.trainer.accelerator, cfg.trainer.threads, cfg.teacher.name) == ("cpu", 1, "reference")
+            assert (cfg.benchmark.n_train, cfg.trainer.max_epochs) == (100, 3)  # the tier's sizes
+            assert type(cfg.method)().name == cfg.method.name  # the method keeps its option
+        else:
+            assert cfg.trainer.accelerator == "gpu" and cfg.benchmark.source != "embedded"
+            assert cfg.student.name not in ("tiny", "tiny_small")
+            if cfg.teacher.name == "replay":  # one replay file per task
+                assert cfg.teacher.replay_files[0].endswith(f"/{cfg.benchmark.name}.jsonl")
     if tier == "embedded":
-        assert n_jobs <= 30, f"{name} at tier=embedded launches {n_jobs} jobs: keep the CPU demo small"
+        assert len(jobs) <= 30, f"{name} at tier=embedded launches {len(jobs)} jobs: keep the CPU demo small"
+        assert len({tuple(j) for j in jobs}) == len(jobs)  # each distinct job once
     elif name.startswith("fine_tune_cot/") and name not in (
         "fine_tune_cot/diverse_d_curve",
         "fine_tune_cot/data_size",
     ):
-        assert set(params["benchmark"]) == REAL_TASKS  # the paper's 12 tasks
+        assert {dict(a.split("=", 1) for a in j)["benchmark"] for j in jobs} == REAL_TASKS  # the 12 tasks
+
+
+def test_the_tier_maps_a_paper_grid_to_its_embedded_grid():
+    """fine_tune_cot/main: 5 methods x 9 students x 12 tasks = 540 runs; at tier=embedded the students map to
+    the two tiny Llamas and the tasks to the three embedded ones: 5 x 2 x 3 = 30 distinct jobs."""
+    real = sweep_jobs(compose(["+experiment=fine_tune_cot/main"], hydra_cfg=True))
+    tiny = sweep_jobs(compose(["+experiment=fine_tune_cot/main", "tier=embedded"], hydra_cfg=True))
+    assert len(real) == 540 and len(tiny) == 30
+    pick = {(d["student"], d["benchmark"]) for d in (dict(a.split("=", 1) for a in j) for j in tiny)}
+    assert pick == {(s, b) for s in ("tiny_small", "tiny")
+                    for b in ("embedded_arithmetic", "embedded_coin_flip", "embedded_last_letter")}
+    # A command-line value still wins over the tier's sizes, and the preset's real-scale settings are gone.
+    c = validate(compose(["+experiment=fdd/rounds", "tier=embedded", "method=fdd", "student=flan-t5-large",
+                          "method.rounds=1", "benchmark.n_train=40"], hydra_cfg=True))
+    assert (c.method.rounds, c.benchmark.n_train, c.student.name, c.benchmark.name) == (
+        1, 40, "tiny", "embedded_arithmetic")
+    assert (c.method.epochs_per_round, c.trainer.lr, c.student.max_input_tokens) == (2, 2e-3, 512)
 
 
 def test_diverse_d_follows_the_paper_per_task():
     def d(*ov):
-        return validate(compose(["+experiment=fine_tune_cot/main", *ov])).method.diverse_samples
+        return validate(compose(["+experiment=fine_tune_cot/main", *ov], hydra_cfg=True)).method.diverse_samples
 
     assert d("method=diverse_reasoning", "benchmark=multiarith") == 64
     assert d("method=diverse_reasoning", "benchmark=svamp") == 64
     assert d("method=diverse_reasoning", "benchmark=date_understanding") == 8
     assert d("method=fine_tune_cot", "benchmark=multiarith") == 1  # Fine-tune-CoT keeps D = 1
-    assert d("method=diverse_reasoning", "benchmark=multiarith", "tier=embedded") == 4
+    assert d("method=diverse_reasoning", "benchmark=multiarith", "method.diverse_samples=4") == 4
+    assert d("method=diverse_reasoning", "benchmark=multiarith", "tier=embedded") == 8  # embedded_arithmetic
 
 
 def test_launcher_and_search_presets_compose():
@@ -121,33 +149,13 @@ def test_requeued_slurm_job_gets_the_same_run_dir():
     time.sleep(0.01)
     assert str(pickle.loads(pickle.dumps(hc)).hydra.sweep.dir) == first
     assert str(compose([], hydra_cfg=True).hydra.sweep.dir) != first  # a fresh launch gets a new one
-    assert "${hydra.job.num}" in hc.hydra.sweep._get_node("subdir")._value()
+    from sgft_lab.paths import HydraJob, run_dir_for
+
+    cfg = validate(compose(["hydra/launcher=submitit_slurm"]))
+    assert run_dir_for(cfg, HydraJob(sweep_dir=first, job_num=3)).parts[-1] == "3"  # the job number names it
 
 
 # --- runs ---------------------------------------------------------------------------------------------------
-def _wandb_records(path: Path) -> list:
-    """Records of an offline W&B run file (`run-<id>.wandb`: a ':W&B' header, then LevelDB-log records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", path
-    pos, block, out, buf = 7, 32768, [], b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0:
-            continue
-        buf = chunk if kind in (1, 2) else buf + chunk  # FULL / FIRST start a record, MIDDLE / LAST extend it
-        if kind in (1, 4):
-            rec = pb.Record()
-            rec.ParseFromString(buf)
-            out.append(rec)
-    return out
-
-
 @pytest.mark.slow
 def test_main_embedded_smoke_report_and_wandb(tmp_path: Path):
     """`-m +experiment=fine_tune_cot/main tier=embedded` (cut to 2 methods x 1 task), with W&B offline: the
@@ -169,31 +177,32 @@ def test_main_embedded_smoke_report_and_wandb(tmp_path: Path):
     )
     assert "Launching 2 jobs" in p.stdout + p.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
-    results = [json.loads(f.read_text()) for f in sorted(sweep.rglob("results.json"))]
-    assert sorted(r["method"] for r in results) == ["fine_tune_cot", "vanilla_ft"]
-    assert all(r["experiment"] == "fine_tune_cot/main" and r["tier"] == "embedded" for r in results)
+    results = results_of(sweep)
+    assert sorted(r["run"]["method"] for r in results) == ["fine_tune_cot", "vanilla_ft"]
+    assert all(r["run"]["experiment"] == "fine_tune_cot/main" and r["run"]["tier"] == "embedded" for r in results)
     rep = run_sgft([str(sweep)], tmp_path, module="sgft_lab.report")
     assert re.search(
         r"\| fine_tune_cot \| tiny_small \| [\d.]+K \| 1 \| 1 \| [\d.]+ \[[\d.]+, [\d.]+\] · p† 77\.33",
         rep.stdout,
     ), rep.stdout
     for r in results:
-        (wb,) = Path(r["run_dir"]).glob("wandb/offline-run-*/run-*.wandb")
+        method = r["run"]["method"]
+        (wb,) = Path(r["run"]["run_dir"]).glob("wandb/offline-run-*/run-*.wandb")
         records = _wandb_records(wb)
         (run,) = [x.run for x in records if x.WhichOneof("record_type") == "run"]
-        assert (run.run_group, run.job_type) == ("fine_tune_cot/main", r["method"])
+        assert (run.run_group, run.job_type) == ("fine_tune_cot/main", method)
         assert {"embedded_coin_flip", "tiny_small"} <= set(run.tags)
         arts = {x.artifact.type: x.artifact for x in records if x.WhichOneof("record_type") == "artifact"}
-        ident = f"{r['method']}-embedded_coin_flip-tiny_small-s0"
+        ident = f"{method}-embedded_coin_flip-tiny_small-s0"
         assert arts["model"].name == f"student-{ident}"
         assert "last.ckpt" in {e.path for e in arts["model"].manifest.contents}
-        kind = "teacher-data" if r["method"] == "fine_tune_cot" else "train-data"
+        kind = "teacher-data" if method == "fine_tune_cot" else "train-data"
         assert arts["dataset"].name == f"{kind}-{ident}"
         assert "train.jsonl" in {e.path for e in arts["dataset"].manifest.contents}
         tables = sorted(wb.parent.glob("files/media/table/predictions_*.table.json"))
-        assert len(tables) == len(r["history"]) == 2  # one per evaluation (2 epochs)
+        assert len(tables) == len(r["details"]["history"]) == 2  # one per evaluation (2 epochs)
         t = json.loads(tables[0].read_text())
-        assert t["columns"][:3] == ["epoch", "split", "id"] and len(t["data"]) == r["n_val"] + r["n_test"]
+        assert t["columns"][:3] == ["epoch", "split", "id"] and len(t["data"]) == 8 + 8
 
 
 @pytest.mark.slow
@@ -205,16 +214,16 @@ def test_fdd_rounds_embedded_smoke(tmp_path: Path):
             "tier=embedded",
             "method=fdd",
             "student=tiny",
-            "method.fdd.rounds=1",
-            "method.fdd.epochs_per_round=1",
-            "method.fdd.eval_every_n_epochs=null",
+            "method.rounds=1",
+            "method.epochs_per_round=1",
+            "method.eval_every_n_epochs=null",
             "benchmark.n_train=24",
             *SMOKE,
         ],
         tmp_path,
     )
-    (res,) = [json.loads(f.read_text()) for f in (tmp_path / "outputs" / "multirun").rglob("results.json")]
-    assert res["experiment"] == "fdd/rounds" and len(res["per_round"]) == 2
+    (res,) = results_of(tmp_path / "outputs" / "multirun")
+    assert res["run"]["experiment"] == "fdd/rounds" and len(res["details"]["rounds"]) == 2
     rep = run_sgft(
         [str(tmp_path / "outputs"), "--protocol", "last_epoch"], tmp_path, module="sgft_lab.report"
     )
@@ -237,9 +246,9 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path: Path):
         tmp_path,
     )
     assert "Joblib.Parallel(n_jobs=2" in p.stdout + p.stderr
-    results = [json.loads(f.read_text()) for f in (tmp_path / "outputs").rglob("results.json")]
-    assert sorted(r["seed"] for r in results) == [0, 1]
-    assert len({r["run_dir"] for r in results}) == 2
+    results = results_of(tmp_path / "outputs")
+    assert sorted(r["run"]["seed"] for r in results) == [0, 1]
+    assert len({r["run"]["run_dir"] for r in results}) == 2
 
 
 @pytest.mark.slow
@@ -260,8 +269,8 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path: Path):
     (best,) = (tmp_path / "outputs" / "multirun").rglob("optimization_results.yaml")
     text = best.read_text()
     assert "trainer.lr" in text and "student.lora_r" in text
-    results = [json.loads(f.read_text()) for f in (tmp_path / "outputs").rglob("results.json")]
-    assert len(results) == 2 and all(r["adapter"] == "lora" for r in results)
+    results = results_of(tmp_path / "outputs")
+    assert len(results) == 2 and all(r["run"]["adapter"] == "lora" for r in results)
     vals = [r["metrics"]["dev_selected"]["val_accuracy"] for r in results]
     assert re.search(r"best_value: ([\d.]+)", text) and float(
         re.search(r"best_value: ([\d.]+)", text)[1]
@@ -270,6 +279,6 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path: Path):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("sgft_*.yaml")))
 def test_sgft_presets_compose_at_the_embedded_tier(name):
-    c = validate(compose([f"experiment={name}", "tier=embedded"]))
+    c = validate(compose([f"experiment={name}", "tier=embedded"], hydra_cfg=True))
     assert c.method.name == "sgft" and c.student.name_or_path is None  # tiny guide
     assert c.method.response is not None and c.method.response.name_or_path is None  # tiny response model

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import random
 import shutil
-from pathlib import Path
 
 import pytest
 
 from conftest import TINY, compose
 from sgft_lab.benchmarks.embedded import generate_examples
-from sgft_lab.data.fdd import POT_SUFFIX, FddDataset, FddProblem, NgramIndex, pot_prompt, word_ngrams
+from sgft_lab.data.fdd import FddDataset, FddProblem, NgramIndex, word_ngrams
+from sgft_lab.data.formats import POT_SUFFIX, pot_prompt
 from sgft_lab.io import read_json, read_jsonl
 from sgft_lab.teachers.base import Request, SamplingParams
 from sgft_lab.teachers.reference import UNSURE
-from sgft_lab.teachers.reference_fdd import (
-    arithmetic_program,
-    build_reference_teacher,
-    fill,
-    remember,
-)
+from sgft_lab.teachers.reference import ReferenceTeacher
+from sgft_lab.teachers.reference_fdd import arithmetic_program, fdd_kinds, fill, remember
 
 EASY = "Solved:\n{question}\nHarder please."
 HARD = "Failed:\n{question}\nSimilar please."
@@ -33,7 +29,7 @@ def arith():
 
 
 def teacher_for(examples, error_rate=0.0, seed=0):
-    return build_reference_teacher(examples, error_rate, 4, seed, EASY, HARD)
+    return ReferenceTeacher(examples, error_rate=error_rate, diversity=4, seed=seed, extra_kinds=fdd_kinds(EASY, HARD))
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -59,7 +55,7 @@ def test_dataset_versioning_pairs_and_errors(tmp_path):
         ds.add([FddProblem("a", "other", "1")])
     with pytest.raises(ValueError, match="repeats a question"):
         ds.add([FddProblem("d", "  q ONE? ", "1")])
-    cot = ds.pairs("cot", "decoder")
+    cot = ds.pairs("ft_cot_token", "decoder")
     assert [p.example_id for p in cot] == ["a", "c"]
     assert cot[0].input == "Q one? ###" and cot[0].label == " 1 + 2 = 3. --> 3"
     assert cot[1].source == "fdd:harder"
@@ -81,23 +77,23 @@ def test_dataset_versioning_pairs_and_errors(tmp_path):
 
 def test_datamodule_serves_the_round_version():
     from sgft_lab.config import StudentConfig
-    from sgft_lab.data.fdd import FddDataModule
+    from sgft_lab.data.datamodules import CoTDataModule
     from sgft_lab.students.build import build_student
 
     ds = FddDataset([FddProblem(str(i), f"Question {i}?", str(i), rationale=f"It is {i}.") for i in range(5)]
                     + [FddProblem("x", "No rationale?", "1")])
-    pairs = ds.pairs("cot", "decoder")
+    pairs = ds.pairs("ft_cot_token", "decoder")
     tiny = StudentConfig(name_or_path=None, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                          vocab_size=300)
     student = build_student(tiny, corpus=[p.input + p.label for p in pairs])
-    dm = FddDataModule(student, ds, "cot", [], [], batch_size=4)
-    assert dm.dataset is ds and len(dm.train_pairs) == 5
+    dm = CoTDataModule(student, pairs, [], [], batch_size=4)
+    assert len(dm.train_pairs) == 5
     batches = list(dm.train_dataloader())
     assert [b["input_ids"].shape[0] for b in batches] == [4, 1]
 
 
 def test_numeric_rule_and_majority():
-    from sgft_lab.methods.fdd import fdd_numeric, format_number, majority, same_answer
+    from sgft_lab.answers import fdd_numeric, format_number, majority, same_answer
 
     assert fdd_numeric(12.00005, "12") and fdd_numeric(1000, "1,000") and not fdd_numeric(12.001, "12")
     assert not fdd_numeric(True, "1") and not fdd_numeric("twelve", "12") and not fdd_numeric(None, "0")
@@ -156,21 +152,21 @@ def test_pot_programs_execute_to_the_gold_and_errors_are_wrong(arith):
 
 
 def _setup(tmp_path, examples, **fdd):
-    """A Setup over ``examples`` (the training set) with the reference teacher at error rate 0.2."""
+    """An FDD loop over ``examples`` (the training set) with the reference teacher at error rate 0.2."""
     from sgft_lab.benchmarks.record import Splits
     from sgft_lab.config import validate
-    from sgft_lab.methods.common import RunContext
-    from sgft_lab.methods.fdd import Programs, Setup
-    from sgft_lab.teachers.cache import TeacherCache
+    from sgft_lab.methods.fdd import Loop
+    from sgft_lab.paths import RunPaths
+    from sgft_lab.pot import Programs
+    from sgft_lab.run import RunContext
 
     fdd = {"max_new_per_round": "null", **fdd}  # cap = |original train| (methods.md 4.2)
     cfg = validate(compose(["method=fdd", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
-                            *[f"method.fdd.{k}={v}" for k, v in fdd.items()]]))
-    cfg.method.fdd.easy_prompt, cfg.method.fdd.hard_prompt = EASY, HARD
-    splits = Splits("multiarith", list(examples), [], [])
-    return Setup(cfg=cfg, ctx=RunContext(cfg, tmp_path / "run"), splits=splits,
-                 teacher=teacher_for(examples, error_rate=0.2), cache=TeacherCache(tmp_path / "cache.sqlite"),
-                 family="decoder", programs=Programs(5.0, 512, 2), eval_sets={}, test_index=NgramIndex([], 8))
+                            f"paths.cache_dir={tmp_path}/cache", *[f"method.{k}={v}" for k, v in fdd.items()]]))
+    cfg.method.easy_prompt, cfg.method.hard_prompt = EASY, HARD
+    ctx = RunContext(cfg, RunPaths(tmp_path / "run"), Splits("multiarith", list(examples), [], []))
+    ctx._teacher = teacher_for(examples, error_rate=0.2)
+    return Loop(ctx, Programs(5.0, 512, 2), NgramIndex([], 8))
 
 
 def _pool(examples):
@@ -178,13 +174,13 @@ def _pool(examples):
 
 
 def test_easy_hard_split_and_variant_counts(tmp_path, arith):
-    from sgft_lab.methods.fdd import expand, score_completions, select_for_expansion
+    from sgft_lab.methods.fdd import expand, select_for_expansion
 
     s = _setup(tmp_path, arith)
     pool = _pool(arith[:20])
     # The split: a completion reaching the gold after '-->' is easy, anything else hard.
     completions = [f"x --> {p.answer}" if i % 3 == 0 else "x --> 999" for i, p in enumerate(pool)]
-    feedback = score_completions(s, list(pool), completions)
+    feedback = s.spec().score(list(pool), completions, "pool")
     easy = {r["id"] for r in feedback if r["correct"]}
     assert len(easy) == 7 and all(r["correct_format"] for r in feedback)
 
@@ -197,13 +193,13 @@ def test_easy_hard_split_and_variant_counts(tmp_path, arith):
     assert len(grown) == 20 + counts["kept"] and len(pool) == 20  # the old version is untouched
     for c in cands:
         assert c.kind == ("harder" if c.parent_id in easy else "similar")
-        diff = s.teacher.lookup(c.question).meta["difficulty"]
+        diff = s.ctx.teacher().lookup(c.question).meta["difficulty"]
         assert diff == 2 + (c.kind == "harder")
         if c.status == "kept":  # 2-of-3 agreement at error rate 0.2 is right in these cases
-            assert c.answer == s.teacher.lookup(c.question).answer and c.rationale
-    assert s.accounting.stages["variant"].teacher_calls == 20
+            assert c.answer == s.ctx.teacher().lookup(c.question).answer and c.rationale
+    assert s.ctx.accounting.stages["variant"].teacher_calls == 20
     # 2 samples each, a third only where the first two disagree (2-of-3 agreement decided early).
-    calls = s.accounting.stages["rationale"].teacher_calls
+    calls = s.ctx.accounting.stages["rationale"].teacher_calls
     assert calls == sum(len(c.votes) for c in cands) and 2 * 20 < calls < 3 * 20
     for c in cands:
         agree = max(sum(v == w for w in c.votes) for v in c.votes)
@@ -241,22 +237,22 @@ def test_dedupe_against_pool_and_test_and_cap(tmp_path, arith):
     assert counts2["rejected_by"]["duplicate_eval"] >= 1 and counts2["rejected_by"]["duplicate_pool"] >= 1
     # Dropped problems are never sent to the teacher for labelling.
     assert all(c.votes == [] for c in cands2 if c.status.startswith("duplicate"))
-    assert s2.accounting.stages["rationale"].teacher_calls == sum(len(c.votes) for c in cands2)
+    assert s2.ctx.accounting.stages["rationale"].teacher_calls == sum(len(c.votes) for c in cands2)
 
 
 # --------------------------------------------------------------------------------------- end to end
 
 FAST = [o for o in TINY if not o.startswith(("benchmark.n_train", "trainer.max_epochs"))] + [
-    "benchmark.n_train=24", "method.fdd.epochs_per_round=1", "method.fdd.eval_every_n_epochs=null",
-    "method.fdd.rounds=2", "method.fdd.max_new_per_round=null", "student.max_new_tokens=40"]
+    "benchmark.n_train=24", "method.epochs_per_round=1", "method.eval_every_n_epochs=null",
+    "method.rounds=2", "method.max_new_per_round=null", "student.max_new_tokens=40"]
 
 
 def _run(tmp_path, *overrides):
     from sgft_lab.config import validate
-    from sgft_lab.methods.fdd import run
+    from sgft_lab.run import execute
 
     cfg = validate(compose([*FAST, f"paths.output_dir={tmp_path}", *overrides]))
-    return run(cfg, tmp_path / "run")
+    return execute(cfg, run_dir=tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
@@ -268,25 +264,30 @@ def cot_run(tmp_path_factory):
 @pytest.mark.slow
 def test_cot_end_to_end_records_every_round(cot_run):
     tmp, res = cot_run
-    assert res["metric"] == "ftcot" and res["rationale"] == "cot" and len(res["per_round"]) == 3
-    sizes = [b["dataset_problems"] for b in res["per_round"]]
+    d = res["details"]
+    assert d["metric"] == "ftcot" and d["rationale"] == "cot" and len(d["rounds"]) == 3
+    sizes = [b["dataset_problems"] for b in d["rounds"]]
     assert sizes[0] == 24 and sizes[0] < sizes[1] < sizes[2]
-    for b in res["per_round"]:
-        assert 0.0 <= b["test_accuracy"] <= 1.0
+    # One result entry per round and protocol; each the round's own number, the headline the last round's.
+    for b in d["rounds"]:
+        (e,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "test"
+                and e["selection"] == "last_epoch"]
+        assert e["accuracy"] == b["metrics"]["last_epoch"]["accuracy"] and e["n"] == 8
+    assert res["metrics"] == d["rounds"][-1]["metrics"]
     for r in (1, 2):
-        b = res["per_round"][r]
-        assert b["easy"] + b["hard"] == b["requested"] == min(sizes[r - 1], 24)  # capped at |train|
-        assert b["kept"] == sizes[r] - sizes[r - 1]
-        d = tmp / "run" / "rounds" / f"round_{r}"
-        for name in ("dataset.jsonl", "counts.json", "feedback.jsonl", "generated.jsonl", "train.jsonl",
+        c = d["rounds"][r]["counts"]
+        assert c["easy"] + c["hard"] == c["requested"] == min(sizes[r - 1], 24)  # capped at |train|
+        assert c["kept"] == sizes[r] - sizes[r - 1]
+        rd = tmp / "run" / "rounds" / f"round_{r}"
+        for name in ("dataset.jsonl", "counts.json", "feedback.jsonl", "generated.jsonl", "data/train.jsonl",
                      "summary.json", "student/weights.pt", "predictions/epoch_000.jsonl"):
-            assert (d / name).is_file(), name
-        assert len(read_jsonl(d / "dataset.jsonl")) == sizes[r]
-    rows = read_jsonl(tmp / "run" / "rounds" / "round_2" / "train.jsonl")
+            assert (rd / name).is_file(), name
+        assert len(read_jsonl(rd / "dataset.jsonl")) == sizes[r]
+    rows = read_jsonl(tmp / "run" / "rounds" / "round_2" / "data" / "train.jsonl")
     assert all(" --> " in p["label"] for p in rows)
     csv = (tmp / "run" / "metrics.csv").read_text().splitlines()
     assert "round_test_accuracy_ftcot" in csv[0] and len(csv) == 4
-    assert res["teacher_calls"] > 0
+    assert res["teacher"]["calls"] > 0
 
 
 @pytest.mark.slow
@@ -300,13 +301,13 @@ def test_resume_skips_finished_rounds_without_teacher_calls(cot_run):
         if p.name != "feedback.jsonl":
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     res = _run(tmp, "method=fdd")
-    assert res["teacher_calls"] == 0 and res["cache_hits"] > 0
-    assert [b["resumed"] for b in res["per_round"]] == [True, True, False]
+    assert res["teacher"]["calls"] == 0 and res["teacher"]["cache_hits"] > 0
+    assert [b.get("resumed", False) for b in res["details"]["rounds"]] == [True, True, False]
     assert read_jsonl(r2 / "dataset.jsonl") == before  # same problems, labels and rationales
     # Rerun once more: everything is finished, nothing is recomputed.
     again = _run(tmp, "method=fdd")
-    assert again["teacher_calls"] == 0 and all(b["resumed"] for b in again["per_round"])
-    assert [b["test_accuracy"] for b in again["per_round"]] == [b["test_accuracy"] for b in res["per_round"]]
+    assert again["teacher"]["calls"] == 0 and all(b["resumed"] for b in again["details"]["rounds"])
+    assert again["entries"] == res["entries"]
     assert len((run_dir / "metrics.csv").read_text().splitlines()) == 4  # rounds logged once each
 
 
@@ -334,20 +335,22 @@ def test_killed_mid_labelling_repeats_no_teacher_call(tmp_path, monkeypatch):
     cache_file = tmp_path / "cache" / "teacher_cache.sqlite"
     at_kill = len(TeacherCache(cache_file))
     res = _run(tmp_path, "method=fdd")
-    assert [b["resumed"] for b in res["per_round"]] == [True, True, False]
+    assert [b.get("resumed", False) for b in res["details"]["rounds"]] == [True, True, False]
     # Each call of the resumed run added a new cache row: nothing asked before the kill was asked again.
-    assert 0 < res["teacher_calls"] == len(TeacherCache(cache_file)) - at_kill
-    assert res["cache_hits"] > 0
+    assert 0 < res["teacher"]["calls"] == len(TeacherCache(cache_file)) - at_kill
+    assert res["teacher"]["cache_hits"] > 0
 
 
 @pytest.mark.slow
 def test_pot_end_to_end(tmp_path):
     res = _run(tmp_path, "method=fdd_pot", "logger.wandb=true", "logger.offline=true")
-    assert res["metric"] == "fdd_numeric" and res["rationale"] == "pot" and len(res["per_round"]) == 3
+    d = res["details"]
+    assert d["metric"] == "fdd_numeric" and d["rationale"] == "pot" and len(d["rounds"]) == 3
+    assert {e["metric"] for e in res["entries"]} == {"fdd_numeric"}
     d0 = tmp_path / "run" / "rounds" / "round_0"
     samples = read_jsonl(d0 / "teacher" / "samples.jsonl")
     assert all(s["correct"] == (s["ok"] and float(s["executed"]) == float(s["answer"])) for s in samples)
-    train = read_jsonl(d0 / "train.jsonl")
+    train = read_jsonl(d0 / "data" / "train.jsonl")
     assert train and all(p["input"].endswith(POT_SUFFIX) and "ans =" in p["label"] for p in train)
     preds = read_jsonl(d0 / "predictions" / "epoch_000.jsonl")
     assert {p["split"] for p in preds} == {"val", "test"} and all("error" in p for p in preds)
@@ -356,18 +359,18 @@ def test_pot_end_to_end(tmp_path):
     assert kept and all(sum(v is not None and abs(v - float(g["answer"])) <= 1e-4 for v in g["votes"]) >= 2
                         for g in kept)
     assert read_json(tmp_path / "run" / "rounds" / "round_1" / "counts.json")["requested"] == 24
-    # W&B (offline): one run per round's fit and one with the per-round metrics, not one shared run.
+    # W&B (offline): one run for the whole FDD run (every round's fit logs into it), its summary the headline.
     runs = sorted(p.parts[-4] for p in (tmp_path / "run").rglob("*.wandb"))  # <dir>/wandb/offline-run-*/
-    assert runs == ["round_0", "round_1", "round_2", "run"]
+    assert runs == ["run"]
 
 
 def test_config_errors(tmp_path):
     from sgft_lab.config import ConfigError
 
-    with pytest.raises(ConfigError, match="method.fdd.rationale"):
-        _run(tmp_path, "method=fdd", "method.fdd.rationale=both")
-    with pytest.raises(ConfigError, match="pot needs numeric answers"):
+    with pytest.raises(ConfigError, match=r"method\.rationale"):
+        _run(tmp_path, "method=fdd", "method.rationale=both")
+    with pytest.raises(ConfigError, match="needs numeric answers"):
         _run(tmp_path, "method=fdd_pot", "benchmark=embedded_coin_flip")
     with pytest.raises(ConfigError, match="needs teacher=reference"):
-        _run(tmp_path, "method=fdd", "method.fdd.verify=reference", "teacher=replay")
+        _run(tmp_path, "method=fdd", "method.verify=reference", "teacher=replay")
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written on a config error

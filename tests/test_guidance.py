@@ -14,14 +14,16 @@ from sgft_lab.guidance import (
     FilterRules,
     check_sg,
     format_steps,
-    guided_solution,
     normalize_sg,
     parse_steps,
-    reference_guidance,
-    reference_guidance_kind,
     response_prompt,
     sg_prompt,
     split_sg_prompt,
+)
+from sgft_lab.teachers.reference_sg import (
+    guided_solution,
+    reference_guidance,
+    reference_guidance_kind,
     worked_solution,
 )
 

@@ -310,7 +310,7 @@ def test_hub_source_through_load_dataset_json(tmp_path):
         hub_id="json",
         hub_config=None,
         val_fraction=0.0,
-        extra={"hub_cache_dir": str(tmp_path / "cache")},
+        hub_cache_dir=str(tmp_path / "cache"),
     )
     s = load_real(cfg, FIXTURES, data_files=files)  # fine_tune_cot split: index files from the data dir
     assert ids(s.train) == [0, 1, 2] and ids(s.test) == [3, 4]
@@ -336,7 +336,8 @@ def test_hub_source_through_load_dataset_json(tmp_path):
         hub_config=None,
         split="random",
         val_fraction=0.0,
-        extra={"hub_cache_dir": str(tmp_path / "cache"), "hub_splits": ["train"]},
+        hub_cache_dir=str(tmp_path / "cache"),
+        hub_splits=["train"],
     )
     s = load_real(cfg, None, data_files=files)  # random split: no data dir needed
     e = min(s.train + s.test, key=lambda x: x.id)

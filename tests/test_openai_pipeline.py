@@ -16,7 +16,7 @@ def _embedded_train():
     from sgft_lab.config import BenchmarkConfig
 
     # The TINY overrides of conftest: 48 training questions of the default benchmark.
-    cfg = BenchmarkConfig(n_train=48, n_val=8, n_test=8, extra={"max_operand": 10, "max_value": 30})
+    cfg = BenchmarkConfig(n_train=48, n_val=8, n_test=8, max_operand=10, max_value=30)
     return load_embedded(cfg).train
 
 
@@ -40,10 +40,12 @@ def test_openai_teacher_pipeline_with_faults_and_no_key_on_disk(tmp_path: Path, 
     faulty, stats = _run(tmp_path / "faulty", 0.3, monkeypatch)
     assert sum(n for k, n in stats.outcomes.items() if k != "ok") > 0, "no fault was injected"
     # Every sample present exactly once: the run consumed as many successful answers as a fault-free run.
-    assert faulty["teacher_calls"] == clean["teacher_calls"] == 2 * faulty["n_train_questions"]
+    n = faulty["data"]["n_train_questions"]
+    assert faulty["teacher"]["calls"] == clean["teacher"]["calls"] == 2 * n
     assert stats.ok == clean_stats.ok
-    assert faulty["filter"] == clean["filter"] and faulty["filter"]["kept"] > 0
-    assert faulty["teacher_accounting"]["total"]["requests_failed"] > 0
+    f = faulty["details"]["filter"]
+    assert f == clean["details"]["filter"] and 0 < f["kept"] < f["total"]
+    assert faulty["teacher"]["accounting"]["total"]["requests_failed"] > 0
     # The key is nowhere under the output directory (config, results, logs, cache, predictions...).
     for f in (tmp_path / "faulty" / "outputs").rglob("*"):
         if f.is_file():

@@ -29,11 +29,14 @@ def test_fine_tune_cot_on_gsm8k_with_golden_rationales(tmp_path: Path):
               "trainer.threads=1", "trainer.enable_progress_bar=false", "print_table=false"], tmp_path)
     (path,) = (tmp_path / "outputs" / "runs").rglob("results.json")
     res = json.loads(path.read_text())
-    assert (res["benchmark"], res["student"], res["teacher"]) == ("gsm8k", "hf", "reference")
-    assert res["n_train_questions"] == 64 and (res["n_val"], res["n_test"]) == (32, 32)
+    r = res["run"]
+    assert (r["benchmark"], r["student"], r["teacher"]) == ("gsm8k", "hf", "reference")
+    assert res["data"]["n_train_questions"] == 64
+    assert {(e["split"], e["n"]) for e in res["entries"]} == {("val", 32), ("test", 32)}
     # Golden rationales with gold answers: the teacher answered every question, the filter kept all of them.
-    assert res["teacher_calls"] == 128 and res["filter"]["kept"] == res["filter"]["total"] == 64
-    assert 0.0 <= res["metrics"]["accuracy"] <= 1.0 and len(res["history"]) == 2
+    f = res["details"]["filter"]
+    assert res["teacher"]["calls"] == 128 and f["kept"] == f["total"] == 64
+    assert len(res["details"]["history"]) == 2
     run_dir = path.parent
     samples = read_jsonl(run_dir / "teacher" / "samples.jsonl")
     assert all(s["reasoning_completion"].strip() and "<<" not in s["reasoning_completion"] for s in samples)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, SHARED
 
-from sgft_lab.report import PaperNumbers, bootstrap_ci, build_table, entries, load_runs, select, to_markdown
+from sgft_lab.report import PaperNumbers, bootstrap_ci, build_table, entries, load_runs, to_markdown
 from sgft_lab.report.__main__ import main as report_main
 
 FIXTURE = REPO / "tests" / "fixtures" / "results"
@@ -200,9 +200,12 @@ def test_fixture_table_means_and_protocols(paper):
             for bench, cell in row.cells.items():
                 # the cell mean is the mean over seeds of exactly this protocol's numbers
                 want = [
-                    r["metrics"][protocol]["accuracy"]
+                    e["accuracy"]
                     for r in raw
-                    if r["method"] == row.method and r["student"] == row.student and r["benchmark"] == bench
+                    if (r["run"]["method"], r["run"]["student"], r["run"]["benchmark"]) == (row.method, row.student, bench)
+                    and r["data"].get("rationales_per_question") == row.D
+                    for e in r["entries"]
+                    if (e["system"], e["split"], e["selection"]) == ("student", "test", protocol)
                 ]
                 assert len(want) == len(cell.seeds)
                 assert cell.mean == pytest.approx(100 * sum(want) / len(want))
@@ -218,10 +221,10 @@ def test_protocols_are_never_mixed(tmp_path, paper):
     dst = tmp_path / "run"
     shutil.copytree(src, dst)
     res = json.loads((dst / "results.json").read_text())
-    del res["metrics"]["dev_selected"]
+    res["entries"] = [e for e in res["entries"] if e["selection"] != "dev_selected"]  # no validation split
     (dst / "results.json").write_text(json.dumps(res))
     runs = load_runs([dst])
-    assert select(runs[0].results["metrics"], "dev_selected") is None
+    assert entries(runs, "last_epoch")[0].accuracy is not None
     t = build_table(entries(runs, "dev_selected"), protocol="dev_selected", paper=paper)
     assert t.rows == [] and t.missing == 1
     assert "have no `dev_selected` number" in to_markdown(t)
@@ -234,7 +237,9 @@ def test_duplicate_seeds_keep_newest_and_by_splits(tmp_path, paper, capsys):
         cfg = (tmp_path / name / "config.yaml").read_text()
         (tmp_path / name / "config.yaml").write_text(re.sub(r"\n  lr: [^\n]+", f"\n  lr: {lr}", cfg, count=1))
     res = json.loads((tmp_path / "b" / "results.json").read_text())
-    res["metrics"]["best_test_epoch"]["accuracy"] = 0.75
+    for e in res["entries"]:
+        if (e["split"], e["selection"]) == ("test", "best_test_epoch"):
+            e["accuracy"] = 0.75
     (tmp_path / "b" / "results.json").write_text(json.dumps(res))
     runs = load_runs([tmp_path])
     t = build_table(entries(runs, "best_test_epoch"), protocol="best_test_epoch", paper=paper)
@@ -257,19 +262,17 @@ def test_duplicate_seeds_keep_newest_and_by_splits(tmp_path, paper, capsys):
 def test_sgft_and_fdd_entries(paper):
     runs = load_runs([FIXTURE / "sgft_grid"])
     es = entries(runs, "best_test_epoch")
-    sgft = [e for e in es if e.method == "sgft"]
+    sgft = [e for e in es if e.label == "sgft"]
     assert len(sgft) == len(runs) == 4 and all(e.single_evaluation and "->" in e.student for e in sgft)
-    assert {e.method for e in es} >= {"sgft", "sgft:response_zero_shot"}
+    assert {e.label for e in es} >= {"sgft", "sgft:response_zero_shot"}
     runs = load_runs([FIXTURE / "fdd_rounds"])
     es = entries(runs, "last_epoch")
     for run in runs:
         rounds = [e for e in es if e.run_dir == str(run.path.parent)]
-        assert [e.method.rsplit(" ", 1)[1] for e in rounds] == [
-            str(d["round"]) for d in run.results["round_details"]
-        ]
-        assert [e.accuracy for e in rounds] == [
-            d["metrics"]["last_epoch"]["accuracy"] for d in run.results["round_details"]
-        ]
+        details = run.results["details"]["rounds"]
+        assert [e.round for e in rounds] == [d["round"] for d in details]
+        assert [e.label for e in rounds] == [f"{run.results['run']['method']} round {d['round']}" for d in details]
+        assert [e.accuracy for e in rounds] == [d["metrics"]["last_epoch"]["accuracy"] for d in details]
     t = build_table(es, protocol="last_epoch", paper=paper)
     assert all(c.paper is None for r in t.rows for c in r.cells.values())  # FDD has no published numbers
 
@@ -304,6 +307,36 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
     (bad / "results.json").write_text('{"method": "x",\n oops}')
     assert report_main([str(tmp_path)]) == 2
     assert f"{bad / 'results.json'}:2" in capsys.readouterr().err
+
+
+def test_a_results_file_of_another_schema_is_refused_in_one_line(tmp_path, capsys):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"method": "fine_tune_cot", "metrics": {"accuracy": 0.5}}))
+    assert report_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "schema version 1" in err and str(old / "results.json") in err
+    broken = json.loads(next(FTC.rglob("results.json")).read_text())
+    broken["entries"][0]["selection"] = "best_guess"
+    (old / "results.json").write_text(json.dumps(broken))
+    assert report_main([str(tmp_path)]) == 2
+    assert "entries[0]" in capsys.readouterr().err
+
+
+def test_the_report_reads_entries_not_method_names(tmp_path, paper):
+    """A method the report has never heard of, with systems and rounds of its own, gets its rows."""
+    res = json.loads(next(FTC.rglob("results.json")).read_text())
+    res["run"]["method"] = "brand_new"
+    res["entries"] = [
+        {"system": "student", "split": "test", "accuracy": 0.5, "n": 10, "selection": "single", "epoch": None,
+         "round": None, "metric": "ftcot"},
+        {"system": "helper", "split": "test", "accuracy": 0.25, "n": 10, "selection": "last_epoch", "epoch": 2,
+         "round": 1, "metric": "ftcot"}]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text(json.dumps(res))
+    t = build_table(entries(load_runs([tmp_path]), "last_epoch"), protocol="last_epoch", paper=paper)
+    assert [(r.label, c.mean) for r in t.rows for c in r.cells.values()] == [
+        ("brand_new", 50.0), ("brand_new:helper round 1", 25.0)]
 
 
 def test_cli_starts_without_torch():

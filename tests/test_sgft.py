@@ -14,13 +14,13 @@ from sgft_lab.config import StudentConfig, TrainerConfig, validate
 SMALL_ARCH = {"hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64, "vocab_size": 300}
 # An end-to-end SGFT run in seconds: TINY plus a tiny response model, a small pre-training pool, short outputs.
 SGFT_TINY = [
-    "method=sgft", *TINY, "benchmark.n_train=32", "benchmark.n_test=6", "method.extra.n_sg=null",
+    "method=sgft", *TINY, "benchmark.n_train=32", "benchmark.n_test=6", "method.n_sg=null",
     "method.response.hidden_size=32", "method.response.num_layers=1", "method.response.num_heads=2",
     "method.response.intermediate_size=64", "method.response.vocab_size=300", "method.response.max_new_tokens=8",
-    "method.extra.response_pretrain.n_questions=30", "method.extra.response_pretrain.max_epochs=1",
-    "method.extra.guide_max_new_tokens=40", "method.extra.answer_max_new_tokens=40",
+    "method.response_pretrain.n_questions=30", "method.response_pretrain.max_epochs=1",
+    "method.guide_max_new_tokens=40", "method.answer_max_new_tokens=40",
     "method.rationale_max_tokens=24", "method.answer_max_tokens=6",
-    "method.extra.lisa.layers=1", "method.extra.lisa.interval=2",
+    "method.lisa.layers=1", "method.lisa.interval=2",
 ]
 
 
@@ -40,19 +40,25 @@ def _tiny_student(corpus: list[str], **arch):
 # --- SG generation, filter counts and the SG DataModule -----------------------------------------------------
 
 
-def _records(n: int = 30, error_rate: float = 0.5):
-    from sgft_lab.benchmarks.embedded import generate_examples
-    from sgft_lab.methods.sgft import SGFTSettings, generate_guidance, sg_teacher
-    from sgft_lab.teachers.cache import TeacherCache
-    from sgft_lab.teachers.engine import TeacherAccounting
+def _records(n: int = 30, error_rate: float = 0.5, tmp=None):
+    import tempfile
 
-    cfg = validate(compose(["method=sgft", f"teacher.error_rate={error_rate}"]))
+    from sgft_lab.benchmarks.embedded import generate_examples
+    from sgft_lab.benchmarks.record import Splits
+    from sgft_lab.methods.sgft import generate_guidance
+    from sgft_lab.paths import RunPaths
+    from sgft_lab.run import RunContext
+    from sgft_lab.teachers.reference_sg import reference_guidance_kind
+
+    tmp = tmp or tempfile.mkdtemp()
+    cfg = validate(compose(["method=sgft", f"teacher.error_rate={error_rate}", f"paths.cache_dir={tmp}",
+                            "trainer.enable_progress_bar=false"]))
     exs = generate_examples("arithmetic", n, 2, 0, id_prefix="q")
-    teacher = sg_teacher(cfg, exs, SGFTSettings().filter)
-    acc = TeacherAccounting()
-    records, report = generate_guidance(teacher, TeacherCache(":memory:"), exs, SGFTSettings(), accounting=acc,
-                                        progress=False)
-    return records, report, acc
+    ctx = RunContext(cfg, RunPaths(tmp), Splits("multiarith", exs, [], []))
+    ctx.teacher(kinds=[reference_guidance_kind(exs, cfg.method.filter)])
+    records, report = generate_guidance(ctx, exs)
+    ctx.cache().close()
+    return records, report, ctx.accounting
 
 
 def test_generate_guidance_counts_retries_and_drops():
@@ -69,8 +75,9 @@ def test_generate_guidance_counts_retries_and_drops():
 
 
 def test_sg_datamodule_masks_the_prompt_and_ends_the_sg_with_eos():
+    from sgft_lab.data.datamodules import CoTDataModule
+    from sgft_lab.data.sg import guidance_pairs
     from sgft_lab.guidance import PROMPT_IV
-    from sgft_lab.methods.sgft import guidance_pairs, sg_datamodule
     from sgft_lab.students.encode import IGNORE_INDEX
 
     records, report, _ = _records(12, error_rate=0.0)
@@ -79,7 +86,7 @@ def test_sg_datamodule_masks_the_prompt_and_ends_the_sg_with_eos():
     p = pairs[0]
     assert p.input == f"{PROMPT_IV}\n\n{records[0]['question']}" and p.label == " " + records[0]["guidance"]
     student = _tiny_student([q.input + q.label for q in pairs])
-    dm = sg_datamodule(student, pairs, batch_size=4, seed=0)
+    dm = CoTDataModule(student, pairs, [], [], batch_size=4, seed=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[0] == 4
     item = dm._train.items[0]
@@ -175,21 +182,23 @@ def test_lisa_resets_the_optimizer_state_of_newly_activated_blocks():
 def test_sgft_end_to_end_tiny(tmp_path: Path):
     run_sgft(SGFT_TINY, tmp_path)
     (res,) = _results(tmp_path / "outputs" / "runs")
-    m = res["metrics"]
-    assert res["method"] == "sgft" and res["student"] == "tiny" and res["response"]["name"] == "tiny_small"
-    for key in ("guided", "guided_teacher_sg"):
-        assert 0.0 <= m[key] <= 1.0
-    assert set(m["response_alone"]) == {"zero_shot", "zero_shot_cot"} and "x1" in m["cot_ft"]
-    f = res["filter"]
-    assert f["questions"] == res["n_sg_questions"] == 32 and f["kept"] == res["n_sg_examples"]
+    d, data = res["details"], res["data"]
+    assert res["run"]["method"] == "sgft" and res["run"]["student"] == "tiny"
+    assert res["models"]["response"]["name"] == "tiny_small"
+    systems = {e["system"]: e for e in res["entries"] if e["split"] == "test"}
+    assert set(systems) == {"student", "response_zero_shot", "response_zero_shot_cot", "teacher_sg", "cot_ft_x1"}
+    assert all(systems[k]["selection"] == "single" and systems[k]["n"] == 6 for k in systems if k != "cot_ft_x1")
+    assert res["metrics"]["accuracy"] == systems["student"]["accuracy"]
+    f = d["filter"]
+    assert f["questions"] == data["n_sg_questions"] == 32 and f["kept"] == data["n_sg_examples"]
     assert f["passed_first_attempt"] + f["retried"] == 32 and set(f["rejections_first_attempt"]) >= {
         "too_few_steps", "arithmetic_expression", "final_answer"}
-    assert res["response"]["reused"] is False and res["response"]["pool_questions"] == 30
-    assert res["guide"]["training"].startswith("LISA") and res["guide"]["lisa_draws"] >= 1
-    stages = res["teacher_accounting"]["stages"]
+    assert d["response"]["reused"] is False and d["response"]["pool_questions"] == 30
+    assert d["guide"]["training"].startswith("LISA") and d["guide"]["lisa_draws"] >= 1
+    stages = res["teacher"]["accounting"]["stages"]
     assert stages["guidance"]["teacher_calls"] == 32 and stages["guidance_test"]["teacher_calls"] == 6
-    assert res["teacher_sg_on_test"]["questions"] == 6 and res["guide"]["test_sg"]["filter_pass_rate"] >= 0
-    run_dir = Path(res["run_dir"])
+    assert d["teacher_sg_on_test"]["questions"] == 6 and 0 <= d["guide"]["test_sg"]["filter_pass_rate"] <= 1
+    run_dir = Path(res["run"]["run_dir"])
     for name in ("teacher/guidance.jsonl", "guide/data/train.jsonl", "response/guided.jsonl",
                  "response/zero_shot_cot.jsonl", "cot_ft_x1/predictions/epoch_001.jsonl"):
         assert (run_dir / name).exists(), name
@@ -199,15 +208,15 @@ def test_sgft_end_to_end_tiny(tmp_path: Path):
 
 @pytest.mark.slow
 def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
-    fast = ["method.extra.baselines=[]", "method.extra.cot_ft=false", "method.extra.teacher_sg_on_test=false",
+    fast = ["method.baselines=[]", "method.cot_ft=false", "method.teacher_sg_on_test=false",
             "trainer.max_epochs=1", "benchmark.n_test=4"]
     # conf/experiment/sgft_grid.yaml sweeps student=tiny,tiny_small x student@method.response=tiny,tiny_small
     p = run_sgft(["experiment=sgft_grid", *SGFT_TINY, *fast], tmp_path)
     (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
     results = _results(sweep)
     assert len(results) == 4, p.stdout[-2000:]
-    assert {(r["student"], r["response"]["name"]) for r in results} == {
+    assert {(r["run"]["student"], r["models"]["response"]["name"]) for r in results} == {
         (g, r) for g in ("tiny", "tiny_small") for r in ("tiny", "tiny_small")}
     # each response model is pre-trained once and reused by the second guide
-    assert sorted(r["response"]["reused"] for r in results) == [False, False, True, True]
-    assert all(r["experiment"] == "sgft_grid" for r in results)
+    assert sorted(r["details"]["response"]["reused"] for r in results) == [False, False, True, True]
+    assert all(r["run"]["experiment"] == "sgft_grid" for r in results)

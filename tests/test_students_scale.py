@@ -146,9 +146,12 @@ def test_trainer_presets_and_strategies():
     assert isinstance(fsdp, FSDPStrategy) and fsdp.kwargs["use_orig_params"]
     # wraps the model's own blocks (transformers' _no_split_modules)
     assert {c.__name__ for c in fsdp.kwargs["auto_wrap_policy"]._module_classes} == {"LlamaDecoderLayer"}
-    qcfg = StudentConfig(**{**SMALL, "adapter": "qlora"})
+    from sgft_lab.config import Adapter
+
+    qcfg = StudentConfig(**{**SMALL, "adapter": Adapter.qlora})
     with pytest.raises(ValueError, match="QLoRA"):
         build_strategy(TrainerConfig(strategy="fsdp"), type("S", (), {"cfg": qcfg, "model": student.model})())
+    # (the schema's typed value: build_student would make "qlora" an Adapter; a hand-made config is typed here)
 
 
 def test_fsdp_refuses_per_epoch_generation_before_training(tmp_path):
@@ -327,7 +330,7 @@ def test_fit_records_throughput_and_group_by_length_cuts_padding(tmp_path):
         cfg = Config(trainer=TrainerConfig(max_epochs=2, batch_size=4, group_by_length=grouped,
                                            enable_progress_bar=False, save_checkpoints=False))
         paths = RunPaths(tmp_path / str(grouped))
-        o = fit(cfg, student, pairs, {}, spec, paths, eval_callback=pl.Callback())
+        o = fit(cfg, student, pairs, {}, spec, paths)
         assert o.tokens_per_s and o.tokens_per_s > 0 and o.peak_memory_gib > 0
         assert o.peak_memory_kind == "cpu_max_rss" and o.is_global_zero and o.world_size == 1
         assert o.speed()["train_tokens"] == o.train_tokens > 0
@@ -391,7 +394,7 @@ def test_static_decoding_matches_on_random_fp32_token_ids():
 def test_decode_backend_errors_are_clear():
     from sgft_lab.students.generation import greedy_ids, resolve_backend
 
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match="fastest"):
         build_student(StudentConfig(**SMALL, decode="fastest"), CORPUS)
     with pytest.raises(ValueError, match="static"):
         resolve_backend(_tiny_hf("t5"), "encoder_decoder", "static")
@@ -412,11 +415,15 @@ def test_chat_template_wraps_prompts_for_training_and_generation():
     tok = student.tokenizer
     tok.chat_template = "{% for m in messages %}<s>user: {{ m['content'] }}\n{% endfor %}assistant:"
     plain = prompt_ids(tok, "decoder", "Sum 7 and 8 ###")
-    tok.sgft_chat_template = True
-    wrapped = prompt_ids(tok, "decoder", "Sum 7 and 8 ###")
+    wrapped = prompt_ids(tok, "decoder", "Sum 7 and 8 ###", chat=True)
     assert tok.decode(wrapped) == "<s>user: Sum 7 and 8 ###\nassistant:" and wrapped != plain
-    item = encode_pair(tok, "decoder", "Sum 7 and 8 ###", " 15", 512, 512)
+    item = encode_pair(tok, "decoder", "Sum 7 and 8 ###", " 15", 512, 512, chat=True)
     assert item["input_ids"][:len(wrapped)] == wrapped  # training sees exactly the generation prompt
+    # The choice travels with the student (student.use_chat_template), not on the tokenizer.
+    from dataclasses import replace
+
+    chatty = replace(student, cfg=replace(student.cfg, use_chat_template=True))
+    assert chatty.chat and not student.chat and not hasattr(tok, "sgft_chat_template")
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -438,11 +438,16 @@ def generate_examples(
     return out
 
 
+def generator_params(cfg: BenchmarkConfig) -> dict[str, int]:
+    """The generator's own knobs that the config sets (arithmetic: max_operand, max_value)."""
+    return {k: v for k in ("max_operand", "max_value") if (v := getattr(cfg, k, None)) is not None}
+
+
 def load_embedded(cfg: BenchmarkConfig) -> Splits:
     """train/val/test of sizes n_train/n_val/n_test with disjoint questions, ids ``{name}:{split}:{i}``.
 
     One stream of distinct questions is cut test first, then val, then train, so changing ``n_train``
-    (a data-size ablation) leaves val and test unchanged.
+    (a data-size ablation) leaves val and test unchanged. ``n_shot`` keeps a seeded subset of train.
     """
     if cfg.generator is None:
         raise ValueError(
@@ -458,9 +463,8 @@ def load_embedded(cfg: BenchmarkConfig) -> Splits:
         if getattr(cfg, key) < 0:
             raise ValueError(f"benchmark {cfg.name}: `{key}` must be >= 0, got {getattr(cfg, key)}")
     sizes = {"test": cfg.n_test, "val": cfg.n_val, "train": cfg.n_train}
-    # benchmark.extra holds the generator's own knobs (e.g. arithmetic max_operand / max_value).
     pool = generate_examples(cfg.generator, sum(sizes.values()), cfg.difficulty, cfg.data_seed,
-                             params=dict(cfg.extra or {}))
+                             params=generator_params(cfg))
     parts: dict[str, list[Example]] = {}
     start = 0
     for split, size in sizes.items():
@@ -468,7 +472,12 @@ def load_embedded(cfg: BenchmarkConfig) -> Splits:
             replace(ex, id=f"{cfg.name}:{split}:{i}") for i, ex in enumerate(pool[start : start + size])
         ]
         start += size
-    return Splits(task=cfg.task, train=parts["train"], val=parts["val"], test=parts["test"])
+    train = parts["train"]
+    if cfg.n_shot is not None:  # the data-size ablation: Fine-tune-CoT's subsample_indices over train
+        from .splits import subsample
+
+        train = [train[i] for i in subsample(list(range(len(train))), cfg.n_shot, 0)]
+    return Splits(task=cfg.task, train=train, val=parts["val"], test=parts["test"])
 
 
 def variant(example: Example, harder: bool, seed: int = 0) -> Example:

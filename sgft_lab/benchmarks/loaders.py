@@ -303,7 +303,7 @@ def load_real(
 ) -> Splits:
     """Train/val/test Examples of a real benchmark (see the module docstring). Nothing is written anywhere.
 
-    ``data_files`` (or ``cfg.extra["data_files"]``) goes to ``datasets.load_dataset`` for source=hub, e.g.
+    ``data_files`` (or ``benchmark.hub_data_files``) goes to ``datasets.load_dataset`` for source=hub, e.g.
     hub_id="json" with files in the hub's format. ``require_train=False`` lets test-only use (prompting
     baselines) load AQuA without its train file; train and val are then empty.
     """
@@ -353,19 +353,19 @@ def _hub_rows(spec: Spec, cfg: BenchmarkConfig, data_files: Any) -> list[pp.Row]
             f"no hub dataset is known for {spec.key}; set benchmark.hub_id (and hub_config) or use "
             "benchmark.source=local"
         )
-    if cfg.split != "random" and not spec.hub_order_matches and not cfg.extra.get("hub_order_matches", False):
+    if cfg.split != "random" and not spec.hub_order_matches and not cfg.hub_order_matches:
         raise ValueError(
             f"{spec.key}: the hub copy ({hub_id}) is not known to list rows in the raw files' order, "
             "so Fine-tune-CoT's split indices cannot be applied to it; use benchmark.source=local or "
             "benchmark.split=random"
         )
-    splits = tuple(cfg.extra.get("hub_splits") or spec.hub_splits)
+    splits = tuple(cfg.hub_splits or spec.hub_splits)
     return src.hub_rows(
         hub_id,
         hub_config,
         [(s, spec.hub_adapter) for s in splits],
-        data_files=data_files if data_files is not None else cfg.extra.get("data_files"),
-        cache_dir=cfg.extra.get("hub_cache_dir"),
+        data_files=data_files if data_files is not None else cfg.hub_data_files,
+        cache_dir=cfg.hub_cache_dir,
     )
 
 

@@ -7,26 +7,13 @@ Evaluation is generation-based (evaluation.py), so val/test are held as Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
 
 from ..benchmarks.record import Example
-
-
-@dataclass
-class Pair:
-    """One training sample: the student's input and its target, plus where it came from."""
-
-    input: str
-    label: str
-    example_id: str = ""
-    source: str = ""  # e.g. "teacher:0" (sample index), "gold"
-
-    def to_dict(self) -> dict:
-        return {"example_id": self.example_id, "source": self.source, "input": self.input, "label": self.label}
+from .formats import Pair
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -129,7 +116,7 @@ class CoTDataModule(pl.LightningDataModule):
         cfg = self.student.cfg
         self._train = _Encoded([
             encode_pair(self.student.tokenizer, self.student.family, p.input, p.label,
-                        cfg.max_input_tokens, cfg.max_label_tokens)
+                        cfg.max_input_tokens, cfg.max_label_tokens, chat=self.student.chat)
             for p in self.train_pairs
         ])
 

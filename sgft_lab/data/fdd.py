@@ -12,36 +12,24 @@ provenance) next to ``train.jsonl`` (the student samples it yields); rounds only
 
 Student formats:
 - CoT: Fine-tune-CoT's ``ft_cot_token`` (``question ###`` -> `` rationale --> answer``), data/formats.py.
-- PoT: input ``{question}`` + :data:`POT_SUFFIX` (the first author's released PoT models, methods.md 4.2),
-  target the program (decoder targets start with one space, as every decoder label here).
+- PoT: ``pot``, input ``{question}`` + ``formats.POT_SUFFIX`` (the first author's released PoT models,
+  methods.md 4.2), target the program (decoder targets start with one space, as every decoder label here).
+The round's pairs are served by the common ``data.datamodules.CoTDataModule``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any
 
 from ..io import read_jsonl, write_jsonl
-from .formats import DECODER, student_input, student_label
+from .formats import Pair, student_input, student_label
 
-if TYPE_CHECKING:
-    from .datamodules import Pair
-
-# Exactly as on the zhuxunyu/math-codet5p-770m-py model card, with the typographic apostrophe.
-POT_SUFFIX = "\nProgram: Let\u2019s design executable python program (return ans) to solve the question."
 ORIGINS = ("train", "harder", "similar")  # original problem; variant of an easy one; of a hard one
-
-
-def pot_prompt(question: str) -> str:
-    """PoT input for the teacher and the student: the question, then the PoT suffix."""
-    return question.strip() + POT_SUFFIX
-
-
-def pot_label(program: str, family: str) -> str:
-    """PoT target: the program (one leading space for decoders, like every decoder label)."""
-    return (" " if family == DECODER else "") + program.strip()
 
 
 @dataclass
@@ -135,28 +123,18 @@ class FddDataset:
             self._ids.add(p.id)
             self._questions.add(key)
 
-    def copy(self) -> "FddDataset":
+    def copy(self) -> FddDataset:
         return FddDataset(FddProblem(**p.to_dict()) for p in self.problems)
 
     def with_rationale(self) -> list[FddProblem]:
         return [p for p in self.problems if p.rationale is not None]
 
-    def pairs(self, rationale: str, family: str, template: str = "ft_cot_token") -> list[Pair]:
-        """Student samples of every problem with a verified rationale (``rationale``: cot | pot)."""
-        from .datamodules import Pair
-
-        out = []
-        for p in self.with_rationale():
-            if rationale == "pot":
-                out.append(Pair(pot_prompt(p.question), pot_label(p.rationale, family), p.id,
-                                f"fdd:{p.origin}"))
-            elif rationale == "cot":
-                out.append(Pair(student_input(template, p.question, family),
-                                student_label(template, p.answer, family, rationale=p.rationale),
-                                p.id, f"fdd:{p.origin}"))
-            else:
-                raise ValueError(f"unknown FDD rationale type {rationale!r}; known: cot, pot")
-        return out
+    def pairs(self, template: str, family: str) -> list[Pair]:
+        """Student samples of every problem with a verified rationale, in ``template`` (ft_cot_token: the
+        CoT rationale; pot: the program)."""
+        return [Pair(student_input(template, p.question, family),
+                     student_label(template, p.answer, family, rationale=p.rationale), p.id, f"fdd:{p.origin}")
+                for p in self.with_rationale()]
 
     def counts(self) -> dict[str, int]:
         """Problems by origin, and how many carry a rationale (= training samples)."""
@@ -170,7 +148,7 @@ class FddDataset:
         write_jsonl(path, (p.to_dict() for p in self.problems))
 
     @classmethod
-    def load(cls, path: str | Path) -> "FddDataset":
+    def load(cls, path: str | Path) -> FddDataset:
         """Read a saved version; a bad row raises ValueError naming the file, line and field."""
         problems = []
         for i, row in enumerate(read_jsonl(path), 1):
@@ -184,27 +162,30 @@ class FddDataset:
         return cls(problems)
 
 
-def _datamodule_class():
-    from .datamodules import CoTDataModule
+@dataclass
+class Candidate:
+    """One expansion request and what became of it (a row of rounds/round_r/generated.jsonl)."""
 
-    class FddDataModule(CoTDataModule):
-        """The student samples of one round's version of the FDD dataset (training.fit's ``datamodule``)."""
-
-        def __init__(self, student, dataset: FddDataset, rationale: str, val: Sequence, test: Sequence,
-                     batch_size: int, num_workers: int = 0, seed: int = 0, template: str = "ft_cot_token"):
-            self.dataset = dataset
-            self.rationale = rationale
-            super().__init__(student, dataset.pairs(rationale, student.family, template), val, test,
-                             batch_size=batch_size, num_workers=num_workers, seed=seed)
-
-    FddDataModule.__module__, FddDataModule.__qualname__ = __name__, "FddDataModule"
-    return FddDataModule
+    id: str
+    parent_id: str
+    kind: str  # harder (parent was easy) | similar (parent was hard)
+    prompt: str
+    sample_index: int
+    question: str = ""
+    status: str = "pending"  # kept | unusable | duplicate_pool | duplicate_eval | unverified
+    answer: str | None = None
+    rationale: str | None = None
+    votes: list[Any] = field(default_factory=list)
 
 
-def __getattr__(name: str):
-    # FddDataModule subclasses a Lightning class: built on first use, so importing this module (the
-    # reference teacher's PoT kinds, config-only CLIs) does not import torch and Lightning.
-    if name == "FddDataModule":
-        cls = globals()["FddDataModule"] = _datamodule_class()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def expansion_counts(r: int, dataset: FddDataset, feedback: list[dict], cands: list[Candidate]) -> dict:
+    status = Counter(c.status for c in cands)
+    rejected = {k: status.get(k, 0) for k in ("duplicate_pool", "duplicate_eval", "unverified")}
+    easy = sum(bool(row["correct"]) for row in feedback)
+    return {"round": r, "pool_before": len(dataset), "easy": easy, "hard": len(feedback) - easy,
+            "requested": len(cands), "requested_harder": sum(c.kind == "harder" for c in cands),
+            "requested_similar": sum(c.kind == "similar" for c in cands),
+            "unusable": status.get("unusable", 0), "generated": len(cands) - status.get("unusable", 0),
+            "kept": status.get("kept", 0), "rejected": sum(rejected.values()), "rejected_by": rejected,
+            "kept_harder": sum(c.status == "kept" and c.kind == "harder" for c in cands),
+            "kept_similar": sum(c.status == "kept" and c.kind == "similar" for c in cands)}

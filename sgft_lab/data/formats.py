@@ -1,16 +1,45 @@
 """Prompt and student-sample formats, exact strings from Fine-tune-CoT (methods.md 2.2, 2.4, 5).
 
-Decoder labels start with one space; EOS is appended at tokenisation time (students/encode.py), T5
+``pot`` is FDD's program-of-thought format (methods.md 4.2). Decoder labels start with one space; EOS is appended at tokenisation time (students/encode.py), T5
 tokenizers add their own. Fields are stripped for student samples (the camera-ready behaviour); the
 teacher's stage-2 prompt is NOT stripped (the paper's GPT-3 behaviour, see zs_cot_stage2).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 DECODER, ENC_DEC = "decoder", "encoder_decoder"
 
+
+@dataclass
+class Pair:
+    """One training sample: the student's input and its target, plus where it came from."""
+
+    input: str
+    label: str
+    example_id: str = ""
+    source: str = ""  # e.g. "teacher:0" (sample index), "gold"
+
+    def to_dict(self) -> dict:
+        return {"example_id": self.example_id, "source": self.source, "input": self.input, "label": self.label}
+
 # Templates whose student input is a plain rendering of the question (training formats).
-STUDENT_TEMPLATES = ("ft_cot_token", "ft_token", "ft_cot_natural")
+STUDENT_TEMPLATES = ("ft_cot_token", "ft_token", "ft_cot_natural", "pot")
+
+# FDD's program-of-thought input suffix, exactly as on the zhuxunyu/math-codet5p-770m-py model card, with the
+# typographic apostrophe (methods.md 4.2).
+POT_SUFFIX = "\nProgram: Let\u2019s design executable python program (return ans) to solve the question."
+
+
+def pot_prompt(question: str) -> str:
+    """PoT input for the teacher and the student: the question, then the PoT suffix."""
+    return question.strip() + POT_SUFFIX
+
+
+def pot_label(program: str, family: str) -> str:
+    """PoT target: the program (one leading space for decoders, like every decoder label)."""
+    return (" " if family == DECODER else "") + program.strip()
 
 
 def zs_cot_stage1(question: str) -> str:
@@ -34,6 +63,8 @@ def student_input(template: str, question: str, family: str) -> str:
         return f"Q: {q}\n\nA: Let's think step by step.\n\n"
     if template == "zs":
         return f"Q: {q}\n\nA:" if family == DECODER else f"question: {q}"
+    if template == "pot":
+        return pot_prompt(q)
     raise ValueError(f"unknown student template {template!r}; known: {STUDENT_TEMPLATES + ('zs',)}")
 
 
@@ -47,6 +78,10 @@ def student_label(template: str, answer: str, family: str, rationale: str | None
         return f"{sp}{rationale.strip()} --> {a}"
     if template == "ft_token":
         return f"{sp}{a}"
+    if template == "pot":  # the target is the program; the gold answer is what running it must give
+        if rationale is None:
+            raise ValueError("pot needs a program")
+        return pot_label(rationale, family)
     if template == "ft_cot_natural":
         if family != DECODER:
             raise ValueError("ft_cot_natural is not supported for encoder-decoder students")

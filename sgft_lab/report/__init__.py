@@ -1,7 +1,7 @@
 """Paper-style result tables from run and sweep directories (``python -m sgft_lab.report DIR ...``).
 
     runs = load_runs(["outputs/multirun/2026-..."])          # results.json + config.yaml of every run
-    rows = entries(runs, protocol="best_test_epoch")  # one accuracy per (method, student, benchmark, seed)
+    rows = entries(runs, protocol="best_test_epoch")  # one accuracy per (run, system, round) on test
     table = build_table(rows, protocol="best_test_epoch", paper=PaperNumbers.load())
     print(to_markdown(table))                               # or to_csv / to_latex; frame(rows) -> pandas
 
@@ -9,7 +9,7 @@ The published numbers are package data (``paper_numbers.json``, sources inside);
 measured cell is matched with its published counterpart or a marked stand-in.
 """
 
-from .collect import PROTOCOLS, Entry, Run, entries, find_results, load_runs, select
+from .collect import PROTOCOLS, Entry, Run, entries, find_results, load_runs
 from .paper import PaperCell, PaperNumbers
 from .table import Cell, Row, Table, bootstrap_ci, build_table, to_csv, to_latex, to_markdown
 
@@ -20,7 +20,7 @@ def frame(items):
 
     import pandas as pd
 
-    df = pd.DataFrame([asdict(e) for e in items])
+    df = pd.DataFrame([{**asdict(e), "label": e.label} for e in items])
     if not df.empty:
         df["accuracy_pct"] = df["accuracy"] * 100
     return df
@@ -41,7 +41,6 @@ __all__ = [
     "find_results",
     "frame",
     "load_runs",
-    "select",
     "to_csv",
     "to_latex",
     "to_markdown",

@@ -1,17 +1,20 @@
-"""Collect runs (results.json + the config.yaml beside it) and flatten them into report entries.
+"""Collect runs (results.json + the config.yaml beside it) and flatten their result entries.
 
-One entry = one number a table cell aggregates: (method row, student, benchmark, seed) -> test accuracy under
-one protocol. Most runs give one entry; an SGFT run gives one per reported system (guide + response, the
-response model alone, CoT fine-tuning), an FDD run one per round.
+One :class:`Entry` = one number a table cell aggregates: a run's evaluated system (the method's own
+``student``, or another system it reports: SGFT's response model alone, an FDD round ...) on the test split
+under one protocol. Everything comes from the results file's ``entries`` (schema ``SCHEMA_VERSION``); nothing
+here depends on which method wrote them.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from ..run import check_results  # the results.json schema (sgft_lab/run.py writes and checks it)
 
 PROTOCOLS = ("best_test_epoch", "dev_selected", "last_epoch")
 
@@ -28,8 +31,8 @@ class Run:
 class Entry:
     """One measured accuracy (a fraction) that a table cell aggregates over seeds."""
 
-    method: str  # row method: fine_tune_cot, diverse_reasoning, sgft, sgft:cot_ft_x1, fdd round 2 ...
-    student: str  # preset name (SGFT: "guide->response")
+    method: str  # the run's method
+    student: str  # preset name ("guide->response" when the run has a response model)
     benchmark: str
     seed: int
     accuracy: float | None  # under the protocol; None when the run has no such number
@@ -54,7 +57,17 @@ class Entry:
     by: tuple = ()  # values of the --by config keys
     run_dir: str = ""
     mtime: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    system: str = "student"  # what was evaluated (results.json entry's system)
+    round: int | None = None  # FDD's round
+
+    @property
+    def label(self) -> str:
+        """The table row's name: the method, its other systems after a colon, rounds after 'round'."""
+        return row_label(self.method, self.system, self.round)
+
+
+def row_label(method: str, system: str = "student", round: int | None = None) -> str:
+    return method + ("" if system == "student" else f":{system}") + ("" if round is None else f" round {round}")
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -86,8 +99,9 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
             res = json.loads(f.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{f}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(res, dict) or "method" not in res:
-            raise ValueError(f"{f}: not a sgft_lab results.json (no 'method' field)")
+        if not isinstance(res, dict) or "run" not in res and "method" not in res:
+            raise ValueError(f"{f}: not a sgft_lab results.json (no 'run' field)")
+        check_results(res, str(f))
         cfg_file = f.with_name("config.yaml")
         cfg = {}
         if cfg_file.exists():
@@ -100,70 +114,55 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
-def select(metrics: dict | None, protocol: str) -> float | None:
-    """Test accuracy under ``protocol`` from a metrics dict of evaluation.summarize (None if absent)."""
+def entries(runs: Iterable[Run], protocol: str = "best_test_epoch", by: Iterable[str] = ()) -> list[Entry]:
+    """One entry per (run, system, round) on the test split under ``protocol``; a system evaluated once counts
+    under every protocol; a system without the protocol's number gives accuracy None (never another's)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; one of {PROTOCOLS}")
-    m = (metrics or {}).get(protocol)
-    return m.get("accuracy") if isinstance(m, dict) else None
-
-
-def entries(runs: Iterable[Run], protocol: str = "best_test_epoch", by: Iterable[str] = ()) -> list[Entry]:
-    """Flatten runs into entries under one protocol (never mixed: a run without it gives accuracy None)."""
     by = tuple(by)
     out: list[Entry] = []
     for run in runs:
-        r, c = run.results, run.config
         base = _base(run, by)
-        method = r["method"]
-        if method == "sgft":
-            out.extend(_sgft_entries(r, base, protocol))
-        elif method in ("fdd", "fdd_pot") and r.get("round_details"):
-            metric = r.get("metric")
-            for d in r["round_details"]:
-                out.append(
-                    Entry(
-                        method=f"{method} round {d['round']}",
-                        accuracy=select(d.get("metrics"), protocol),
-                        metric=metric,
-                        **base,
-                    )
-                )
-        else:
-            e = Entry(method=method, accuracy=select(r.get("metrics"), protocol), **base)
-            mcfg = c.get("method", {})
-            if method in ("fine_tune_cot", "diverse_reasoning") and mcfg.get("use_teacher", True):
-                e.D = int(mcfg.get("diverse_samples", 1))
-            out.append(e)
+        groups: dict[tuple, list[dict]] = {}
+        for e in run.results.get("entries", []):
+            if e["split"] == "test":
+                groups.setdefault((e["system"], e.get("round")), []).append(e)
+        for (system, rnd), es in groups.items():
+            e = next((x for x in es if x["selection"] == protocol), None) or \
+                next((x for x in es if x["selection"] == "single"), None)
+            out.append(Entry(accuracy=None if e is None else e["accuracy"], n=es[0]["n"] if e is None else e["n"],
+                             single_evaluation=e is not None and e["selection"] == "single",
+                             metric=es[0].get("metric"), system=system, round=rnd, **base))
     return out
 
 
 def _base(run: Run, by: tuple[str, ...]) -> dict[str, Any]:
     r, c = run.results, run.config
+    ident = r["run"]
+    models = r.get("models") or {}
+    student, response = models.get("student") or {}, models.get("response") or {}
+    acc = ((r.get("teacher") or {}).get("accounting") or {}).get("total") or {}
     bcfg = c.get("benchmark", {})
-    acc = (r.get("teacher_accounting") or {}).get("total") or {}
-    params = (r.get("student_parameters") or {}).get("total")
-    n = r.get("n_test")
-    if n is None and r.get("history"):
-        n = r["history"][-1].get("n_test")
+    params = (student.get("parameters") or {}).get("total")
+    name = ident.get("student", "?")
     return dict(
-        student=r.get("student", "?"),
-        benchmark=r.get("benchmark", "?"),
-        seed=int(r.get("seed", 0)),
-        n=n,
-        task=r.get("task"),
-        embedded=bcfg.get("source") == "embedded"
-        if bcfg
-        else str(r.get("benchmark", "")).startswith("embedded_"),
-        student_model=r.get("student_model"),
+        method=ident.get("method", "?"),
+        student=f"{name}->{response.get('name', '?')}" if response else name,
+        benchmark=ident.get("benchmark", "?"),
+        seed=int(ident.get("seed", 0)),
+        task=ident.get("task"),
+        embedded=bcfg.get("source") == "embedded" if bcfg else str(ident.get("benchmark", "")).startswith("embedded_"),
+        student_model=ident.get("student_model"),
+        response_model=response.get("model"),
         parameters=params,
+        D=(r.get("data") or {}).get("rationales_per_question"),
         n_shot=bcfg.get("n_shot"),
-        teacher=r.get("teacher"),
+        teacher=ident.get("teacher"),
         cost_usd=acc.get("cost_usd"),
-        teacher_calls=r.get("teacher_calls"),
-        cache_hits=r.get("cache_hits"),
-        experiment=r.get("experiment"),
-        tier=r.get("tier", c.get("tier")),
+        teacher_calls=(r.get("teacher") or {}).get("calls"),
+        cache_hits=(r.get("teacher") or {}).get("cache_hits"),
+        experiment=ident.get("experiment"),
+        tier=ident.get("tier"),
         by=tuple(_dotted(c, k) for k in by),
         run_dir=str(run.path.parent),
         mtime=run.mtime,
@@ -177,33 +176,6 @@ def _dotted(cfg: dict, key: str) -> Any:
             return None
         cur = cur[part]
     return cur
-
-
-def _sgft_entries(r: dict, base: dict, protocol: str) -> list[Entry]:
-    """SGFT: the guide + response system, the response model alone, with the teacher's SG, CoT fine-tuning."""
-    m = r.get("metrics", {})
-    resp = r.get("response") or {}
-    guide = r.get("guide") or {}
-    params = guide.get("parameters")
-    params = params.get("total") if isinstance(params, dict) else params
-    base = dict(
-        base,
-        student=f"{r.get('student')}->{resp.get('name', '?')}",
-        response_model=resp.get("model"),
-        parameters=params if params is not None else base["parameters"],
-    )
-    out = [Entry(method="sgft", accuracy=m.get("guided", m.get("accuracy")), single_evaluation=True, **base)]
-    for kind, v in (m.get("response_alone") or {}).items():
-        out.append(Entry(method=f"sgft:response_{kind}", accuracy=v, single_evaluation=True, **base))
-    if m.get("guided_teacher_sg") is not None:
-        out.append(
-            Entry(method="sgft:teacher_sg", accuracy=m["guided_teacher_sg"], single_evaluation=True, **base)
-        )
-    for scale, cot in (r.get("cot_ft") or {}).items():
-        out.append(
-            Entry(method=f"sgft:cot_ft_{scale}", accuracy=select(cot.get("metrics"), protocol), **base)
-        )
-    return out
 
 
 def warn(msg: str) -> None:

@@ -128,6 +128,7 @@ class PaperNumbers:
         self,
         *,
         method: str,
+        system: str = "student",
         student: str,
         benchmark: str,
         task: str | None = None,
@@ -138,9 +139,12 @@ class PaperNumbers:
         experiment: str | None = None,
         response_model: str | None = None,
     ) -> PaperCell | None:
-        """The published number for one measured cell, or a marked stand-in, or None."""
-        if method.startswith("sgft"):
-            return self._lookup_sgft(method, student_model, response_model, benchmark)
+        """The published number for one measured cell, or a marked stand-in, or None. A run with a response
+        model (guide -> response) is looked up in SGFT's records, by system."""
+        if response_model is not None:
+            return self._lookup_sgft(system, student_model, response_model, benchmark)
+        if system != "student":
+            return None
         stand_in: list[str] = []
         bench = benchmark
         if bench not in self.benchmarks:
@@ -183,10 +187,9 @@ class PaperNumbers:
         return None
 
     def _lookup_sgft(
-        self, method: str, guide: str | None, response: str | None, benchmark: str
+        self, system: str, guide: str | None, response: str | None, benchmark: str
     ) -> PaperCell | None:
-        entry = method.split(":", 1)[1] if ":" in method else "sgft"
-        entry = {"cot_ft_x10": "cot_ft"}.get(entry, entry)  # the paper's CoT-FT baseline: ~10x the SG data
+        entry = {"student": "sgft", "cot_ft_x10": "cot_ft"}.get(system, system)  # CoT-FT: ~10x the SG data
         g, r = _model_key(guide), _model_key(response)
         for rec in self.sgft:
             if rec["confidence"] != "medium" or rec["benchmark"] != benchmark or rec["entry"] != entry:

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .collect import Entry, warn
+from .collect import Entry, row_label, warn
 from .paper import PaperCell, PaperNumbers
 
 METHOD_ORDER = (
@@ -60,6 +60,12 @@ class Row:
     by: tuple
     metric: str | None
     cells: dict[str, Cell] = field(default_factory=dict)
+    system: str = "student"
+    round: int | None = None
+
+    @property
+    def label(self) -> str:
+        return row_label(self.method, self.system, self.round)
 
 
 @dataclass
@@ -113,16 +119,17 @@ def build_table(
         if e.accuracy is None:
             missing += 1
             continue
-        key = (e.method, e.student, e.D, e.n_shot, e.by, e.metric)
+        key = (e.method, e.system, e.round, e.student, e.D, e.n_shot, e.by, e.metric)
         if key not in rows:
             pc = paper.paper_student(e.student, e.student_model) if paper else None
             size = pc[1] if pc else _fmt_params(e.parameters)
-            rows[key] = Row(e.method, e.student, size, e.parameters, e.D, e.n_shot, e.by, e.metric)
+            rows[key] = Row(e.method, e.student, size, e.parameters, e.D, e.n_shot, e.by, e.metric,
+                            system=e.system, round=e.round)
         cell = groups.setdefault(key, {}).setdefault(e.benchmark, {})
         old = cell.get(e.seed)
         if old is not None:
             warn(
-                f"{e.method} / {e.student} / {e.benchmark} seed {e.seed}: two runs ({old.run_dir} and "
+                f"{e.label} / {e.student} / {e.benchmark} seed {e.seed}: two runs ({old.run_dir} and "
                 f"{e.run_dir}); keeping the newer. Separate them with --by KEY (e.g. --by trainer.lr)."
             )
             if old.mtime > e.mtime:
@@ -143,6 +150,7 @@ def build_table(
             pc = (
                 paper.lookup(
                     method=ref.method,
+                    system=ref.system,
                     student=ref.student,
                     benchmark=bench,
                     task=ref.task,
@@ -184,14 +192,14 @@ def build_table(
 
 
 def _row_key(r: Row):
-    """Paper order of methods, then student size; FDD rounds in order; SGFT systems grouped per method."""
-    family, _, rnd = r.method.partition(" round ")  # "fdd round 2" -> ("fdd", "2")
-    base = family.split(":")[0]  # "sgft:cot_ft_x1" -> "sgft"
-    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    """Paper order of methods, then a method's systems (its own first), student size, rounds in order."""
+    rank = METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else len(METHOD_ORDER)
+    system = "" if r.system == "student" else r.system
     size = r.parameters if r.parameters is not None else math.inf
     # --by values: numbers in numeric order, then the rest as text
     by = tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in r.by)
-    return (rank, base, family, size, r.student, int(rnd or -1), r.D or 0, r.n_shot or 0, by)
+    rnd = -1 if r.round is None else r.round
+    return (rank, r.method, system, size, r.student, rnd, r.D or 0, r.n_shot or 0, by)
 
 
 def _order_benchmarks(benchmarks: set[str], paper: PaperNumbers | None, groups) -> list[str]:
@@ -245,7 +253,7 @@ def _paper_mark(p: PaperCell) -> str:
 
 def _row_cols(r: Row, t: Table) -> list[str]:
     cols = [
-        r.method + (f" [{r.metric}]" if r.metric and r.metric != "ftcot" else ""),
+        r.label + (f" [{r.metric}]" if r.metric and r.metric != "ftcot" else ""),
         r.student,
         r.size,
         "-" if r.D is None else str(r.D),
@@ -428,7 +436,7 @@ def to_csv(t: Table) -> str:
             p = c.paper
             w.writerow(
                 [
-                    r.method,
+                    r.label,
                     r.student,
                     r.size,
                     r.parameters or "",

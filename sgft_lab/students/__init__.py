@@ -13,7 +13,6 @@ _EXPORTS = {
     "build_student": "build",
     "count_parameters": "build",
     "disable_cpu_bf16_repack": "build",
-    "set_decode": "build",
     "train_tokenizer": "tokenizer",
     "encode_pair": "encode",
     "collate": "encode",

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from sgft_lab.config import StudentConfig
+from sgft_lab.config import Adapter, Decode, Family, StudentConfig
 
 TOKENIZER_DIR = "tokenizer"  # under work_dir: the tiny student's trained tokenizer
 INIT_DIR = "init_model"  # under work_dir: the tiny student's random-init weights
@@ -22,7 +22,21 @@ class Student:
     model: Any  # a transformers PreTrainedModel, or a peft PeftModel around one
     tokenizer: Any  # a transformers tokenizer with pad and eos set
     family: str  # decoder | encoder_decoder
-    cfg: StudentConfig
+    cfg: StudentConfig  # typed: cfg.adapter, cfg.family and cfg.decode are enums
+
+    @property
+    def chat(self) -> bool:
+        """Prompts are wrapped in the tokenizer's chat template (student.use_chat_template)."""
+        return bool(self.cfg.use_chat_template)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 64, progress: bool = False,
+                 max_input_tokens: int | None = None, label: str = "generating") -> list[str]:
+        """Greedy completions of ``prompts`` with this student's decoding choices (students/generation.py)."""
+        from sgft_lab.students.generation import DecodeOptions, generate
+
+        return generate(self.model, self.tokenizer, self.family, prompts, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, progress=progress, max_input_tokens=max_input_tokens,
+                        decode=DecodeOptions.of(self.cfg), chat=self.chat, label=label)
 
     def save(self, path: str | Path) -> Path:
         """Save the tokenizer and the weights (for LoRA/QLoRA only the adapter, via peft) under ``path``."""
@@ -31,6 +45,38 @@ class Student:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         return path
+
+    def save_trainable(self, path: str | Path) -> None:
+        """The trained (trainable) tensors only -- the adapter for LoRA -- for a later stage to load."""
+        import torch
+
+        path = Path(path)
+        keep = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({k: v for k, v in self.model.state_dict().items() if k in keep}, tmp)
+        tmp.replace(path)
+
+    def load_trainable(self, path: str | Path) -> None:
+        """Load what :meth:`save_trainable` wrote; a file that does not fit the student is an error."""
+        import torch
+
+        from sgft_lab.errors import CheckpointError
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: the stage's trained weights are missing; delete the stage's folder "
+                                  "to retrain it")
+        try:
+            state = torch.load(path, map_location="cpu")
+        except Exception as e:  # a truncated or foreign file
+            raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}); delete it to retrain") from None
+        result = self.model.load_state_dict(state, strict=False)
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        missing = [k for k in result.missing_keys if k in trainable]
+        if result.unexpected_keys or missing:
+            raise CheckpointError(f"{path}: weights do not fit the student (unexpected "
+                                  f"{result.unexpected_keys[:3]}, missing {missing[:3]})")
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -135,7 +181,7 @@ def _load_pretrained(path: str | Path, cfg: StudentConfig, quantize: bool):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    cls = AutoModelForCausalLM if cfg.family == "decoder" else AutoModelForSeq2SeqLM
+    cls = AutoModelForCausalLM if cfg.family is Family.decoder else AutoModelForSeq2SeqLM
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     if quantize:
         kwargs["quantization_config"] = _bnb_config()
@@ -147,7 +193,7 @@ def _load_pretrained(path: str | Path, cfg: StudentConfig, quantize: bool):
 def _add_adapter(model, cfg: StudentConfig):
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    if cfg.adapter == "qlora":
+    if cfg.adapter is Adapter.qlora:
         # peft's QLoRA recipe: fp32 norms/embeddings, input grads on. Gradient checkpointing is the trainer's
         # choice (trainer.gradient_checkpointing; null = on for QLoRA, as in peft's recipe): StudentModule.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -156,7 +202,7 @@ def _add_adapter(model, cfg: StudentConfig):
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_target_modules),
-        task_type=TaskType.CAUSAL_LM if cfg.family == "decoder" else TaskType.SEQ_2_SEQ_LM,
+        task_type=TaskType.CAUSAL_LM if cfg.family is Family.decoder else TaskType.SEQ_2_SEQ_LM,
     )
     return get_peft_model(model, lora)
 
@@ -177,12 +223,12 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
     import torch
     from transformers import AutoTokenizer
 
-    if cfg.family not in ("decoder", "encoder_decoder"):
-        raise ValueError(f"student.family={cfg.family!r} is not one of ('decoder', 'encoder_decoder')")
-    if cfg.adapter not in ("none", "lora", "qlora"):
-        raise ValueError(f"student.adapter={cfg.adapter!r} is not one of ('none', 'lora', 'qlora')")
+    try:  # a StudentConfig made in Python may hold plain strings: make the choices typed
+        cfg = replace(cfg, family=Family(cfg.family), adapter=Adapter(cfg.adapter), decode=Decode(cfg.decode))
+    except ValueError as e:
+        raise ValueError(f"student: {e}") from None
     work_dir = Path(work_dir) if work_dir is not None else None
-    quantize = cfg.adapter == "qlora"
+    quantize = cfg.adapter is Adapter.qlora
 
     if cfg.name_or_path in (None, MISSING) and cfg.name == "hf":
         # conf/student/hf.yaml says `name_or_path: ???`: a forgotten override must not build the tiny model.
@@ -192,7 +238,7 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
         # Hydra path never gets here (validate() requires the value). Read it as null: the tiny student.
         cfg = replace(cfg, name_or_path=None)
     if cfg.name_or_path is None:
-        if cfg.family != "decoder":
+        if cfg.family is not Family.decoder:
             raise ValueError("the tiny student (student.name_or_path=null) is a decoder: "
                              "set student.family=decoder")
         if quantize and work_dir is None:
@@ -221,27 +267,14 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
 
-    if cfg.use_chat_template:
-        if cfg.family != "decoder":
+    if cfg.use_chat_template:  # Student.chat: encode.prompt_ids wraps every prompt as a user message
+        if cfg.family is not Family.decoder:
             raise ValueError("student.use_chat_template=true is for decoder (Instruct) students")
         if not getattr(tok, "chat_template", None):
             raise ValueError("student.use_chat_template=true, but the tokenizer of "
                              f"{cfg.name_or_path or 'the tiny student'} has no chat template")
-        tok.sgft_chat_template = True  # encode.prompt_ids wraps every prompt as a user message
-    if cfg.adapter != "none":
+    if cfg.adapter is not Adapter.none:
         model = _add_adapter(model, cfg)
     if quantize and not torch.cuda.is_available():
         disable_cpu_bf16_repack(model)
-    set_decode(model, cfg.decode, cfg.decode_kwargs)
-    return Student(model=model, tokenizer=tok, family=cfg.family, cfg=cfg)
-
-
-def set_decode(model, backend: str, options: dict | None = None) -> None:
-    """Record the evaluation decoding backend on the model (``generation.generate`` reads it), so every caller
-    of ``generate(model, ...)`` decodes as ``student.decode`` says without passing it along."""
-    from sgft_lab.students.generation import BACKENDS
-
-    if backend not in BACKENDS:
-        raise ValueError(f"student.decode={backend!r} is not one of {BACKENDS}")
-    model.sgft_decode = backend
-    model.sgft_decode_kwargs = dict(options or {})
+    return Student(model=model, tokenizer=tok, family=cfg.family.value, cfg=cfg)

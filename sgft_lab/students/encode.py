@@ -53,17 +53,20 @@ def _check_family(family: str) -> None:
         raise ValueError(f"student.family={family!r} is not one of {FAMILIES}")
 
 
-def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None = None) -> list[int]:
+def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None = None, chat: bool = False
+               ) -> list[int]:
     """Token ids of a model input, exactly as ``encode_pair`` tokenizes it (used for training and generation).
 
     Decoder: the tokenizer's special prefix (e.g. Llama's BOS; none for GPT-2 or the tiny tokenizer) + the
-    text's ids, never a trailing EOS, cut from the right at ``max_input_tokens``. Encoder-decoder: the
-    tokenizer's own encoding with ``truncation=True`` (T5 keeps its </s>), as Fine-tune-CoT does.
+    text's ids, never a trailing EOS, cut from the right at ``max_input_tokens``; ``chat``: the text as one
+    user message in the tokenizer's chat template (``student.use_chat_template``, Instruct students).
+    Encoder-decoder: the tokenizer's own encoding with ``truncation=True`` (T5 keeps its </s>), as
+    Fine-tune-CoT does.
     """
     _check_family(family)
     if family == "encoder_decoder":
         return _hf_encode(tokenizer, text, max_input_tokens)
-    if getattr(tokenizer, "sgft_chat_template", False):
+    if chat:
         ids = chat_prompt_ids(tokenizer, text)
     else:
         prefix, _ = special_affixes(tokenizer)
@@ -73,8 +76,8 @@ def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None =
 
 def chat_prompt_ids(tokenizer, text: str) -> list[int]:
     """``text`` as one user message in the tokenizer's chat template, ending with the assistant header (the
-    template adds its own BOS). Used when ``student.use_chat_template`` (Instruct students): build_student
-    sets ``tokenizer.sgft_chat_template``, so training and generation wrap prompts the same way."""
+    template adds its own BOS). Used when ``student.use_chat_template`` (Instruct students): training
+    (``encode_pair``) and generation pass ``chat`` alike, so both wrap prompts the same way."""
     out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                         tokenize=True)
     if hasattr(out, "keys") and "input_ids" in out:  # transformers 5 may return a BatchEncoding
@@ -103,13 +106,13 @@ def label_ids(tokenizer, family: str, text: str, max_label_tokens: int | None = 
 
 
 def encode_pair(tokenizer, family: str, input_text: str, label_text: str, max_input_tokens: int | None = 512,
-                max_label_tokens: int | None = 512) -> dict[str, list[int]]:
+                max_label_tokens: int | None = 512, chat: bool = False) -> dict[str, list[int]]:
     """One training example as id lists: ``{"input_ids", "labels"}`` (unpadded; ``collate`` pads).
 
     Decoder: ``input_ids = prompt + label`` and ``labels = [-100] * len(prompt) + label``.
     Encoder-decoder: ``input_ids = prompt`` and ``labels = label``.
     """
-    p = prompt_ids(tokenizer, family, input_text, max_input_tokens)
+    p = prompt_ids(tokenizer, family, input_text, max_input_tokens, chat=chat)
     y = label_ids(tokenizer, family, label_text, max_label_tokens)
     if family == "decoder":
         return {"input_ids": p + y, "labels": [IGNORE_INDEX] * len(p) + y}

@@ -1,6 +1,6 @@
 """Batched greedy decoding for students (Fine-tune-CoT evaluation, methods.md 2.5).
 
-Backends (``student.decode``; ``generate(..., backend=...)`` overrides it):
+Backends (``student.decode``, passed down as :class:`DecodeOptions`; ``generate(..., backend=...)`` overrides it):
 
 - ``eager``: transformers' ``generate`` (dynamic KV cache). Bound by per-step host overhead on a GPU
   (~16 steps/s for a 1B model at any batch size, environment.md).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sgft_lab.students.encode import prompt_ids
@@ -29,6 +30,31 @@ BACKENDS = ("auto", "eager", "static", "vllm")
 WIDTH_BUCKET = 32  # compiled static decoding: prompt widths rounded up to a multiple of this (fewer shapes)
 
 _decoders: weakref.WeakKeyDictionary[Any, StaticDecoder] = weakref.WeakKeyDictionary()
+_static_failed: weakref.WeakSet = weakref.WeakSet()  # models whose `auto` static decoding failed once: eager
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The evaluation decoding choices of a student (``student.decode*``)."""
+
+    backend: str = "auto"  # auto | eager | static | vllm
+    compile: bool | None = None  # static: compile the step (None: on CUDA only)
+    check_every: int = 16  # static: decoding steps between stop checks
+    vllm_kwargs: dict = field(default_factory=dict)  # vllm: vllm.LLM keyword arguments
+
+    @classmethod
+    def of(cls, cfg: Any) -> "DecodeOptions":
+        backend = getattr(cfg.decode, "value", cfg.decode)
+        return cls(backend, cfg.decode_compile, cfg.decode_check_every, dict(cfg.vllm_kwargs or {}))
+
+    def options(self) -> dict:
+        """The backend's keyword options (greedy_ids ``options``)."""
+        if self.backend == "vllm":
+            return dict(self.vllm_kwargs)
+        out: dict[str, Any] = {"check_every": self.check_every}
+        if self.compile is not None:
+            out["compile"] = self.compile
+        return out
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -42,17 +68,17 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 
 def resolve_backend(model, family: str, backend: str | None = None) -> str:
-    """The backend that will run: ``backend``, else the model's ``sgft_decode`` (set by build_student), with
-    ``auto`` resolved to ``static`` (CUDA decoder that StaticDecoder supports) or ``eager``."""
+    """The backend that will run: ``backend`` (None: auto), with ``auto`` resolved to ``static`` (a CUDA
+    decoder that StaticDecoder supports, whose static decoding has not failed before) or ``eager``."""
     from sgft_lab.students.loss import decoder_parts
 
-    backend = backend or getattr(model, "sgft_decode", None) or "auto"
+    backend = backend or "auto"
     if backend not in BACKENDS:
         raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
         device = next(model.parameters()).device
         ok = family == "decoder" and device.type == "cuda" and decoder_parts(model) is not None
-        return "static" if ok else "eager"
+        return "static" if ok and model not in _static_failed else "eager"
     if backend == "static" and (family != "decoder" or decoder_parts(model) is None):
         raise ValueError(f"decode backend 'static' supports decoders of the types in "
                          f"sgft_lab.students.loss.CHUNKABLE_MODEL_TYPES, not this {family} "
@@ -72,12 +98,12 @@ def trim_at_eos(ids: Sequence[int], eos: Sequence[int]) -> list[int]:
 
 def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_tokens: int, batch_size: int,
                pad_id: int, eos_ids: Sequence[int], backend: str | None = "eager",
-               options: dict | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
+               options: dict | None = None, on_batch: Callable[..., None] | None = None) -> list[list[int]]:
     """New token ids of greedy decoding for each prompt in ``encoded`` (input order), cut after the first EOS.
 
     Prompts are sorted longest first so each batch holds similar lengths (and an out-of-memory error shows in
-    the first batch); decoders are left-padded. ``backend``: eager | static | vllm | auto | None (the model's
-    ``student.decode``); see the module docstring.
+    the first batch); decoders are left-padded. ``backend``: eager | static | vllm | auto | None (auto); see the
+    module docstring.
     """
     import torch
 
@@ -117,8 +143,8 @@ def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_
                     rows = _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device)
                 for i, r in zip(idx, rows, strict=True):
                     outputs[i] = trim_at_eos(r, eos)
-                if on_batch is not None:
-                    on_batch(len(idx))
+                if on_batch is not None:  # prompts done, new tokens made
+                    on_batch(len(idx), sum(len(outputs[i]) for i in idx))
     finally:
         model.train(was_training)
     return outputs  # type: ignore[return-value]
@@ -284,13 +310,14 @@ def vllm_greedy(model, encoded: Sequence[Sequence[int]], *, max_new_tokens: int,
 
 
 def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int, batch_size: int = 64,
-             progress: bool = False, max_input_tokens: int | None = None,
-             backend: str | None = None) -> list[str]:
+             progress: bool = False, max_input_tokens: int | None = None, backend: str | None = None,
+             decode: DecodeOptions | None = None, chat: bool = False, label: str = "generating") -> list[str]:
     """Greedy completions of ``prompts`` (new text only, special tokens skipped), in input order.
 
     Prompts are tokenized by ``encode.prompt_ids`` (the ids the student was trained on; cut at
-    ``max_input_tokens``) and decoded by ``greedy_ids`` with ``backend`` (None: the model's
-    ``student.decode``).
+    ``max_input_tokens``; ``chat``: wrapped in the chat template) and decoded by ``greedy_ids`` with
+    ``decode`` (the student's choices; ``backend`` overrides its backend). ``progress``: a bar named ``label``
+    advancing per batch, with new tokens per second.
     Departs from Fine-tune-CoT in bounding new tokens (``max_new_tokens``) rather than prompt + new
     (``max_length=1024``). The model runs in eval mode under ``torch.no_grad`` and gets its mode back.
     """
@@ -301,35 +328,51 @@ def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("tokenizer has neither a pad nor an eos token")
+    decode = decode or DecodeOptions()
+    wanted = backend or decode.backend
     eos = _eos_ids(model, tokenizer)
-    encoded = [prompt_ids(tokenizer, family, p, max_input_tokens) for p in prompts]
+    encoded = [prompt_ids(tokenizer, family, p, max_input_tokens, chat=chat) for p in prompts]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
         raise ValueError(f"generate: prompt(s) at index {empty[:5]} encode to no tokens")
-    chosen = resolve_backend(model, family, backend)
-    options = getattr(model, "sgft_decode_kwargs", None) or {}
+    chosen = resolve_backend(model, family, wanted)
 
     bar = task = None
     if progress:
-        from rich.progress import Progress
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(transient=True)
-        task = bar.add_task("generating", total=len(prompts))
+        bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                       TextColumn("{task.fields[tok_s]}"), TimeRemainingColumn(), transient=True)
+        task = bar.add_task(label, total=len(prompts), tok_s="")
         bar.start()
     try:
         kw = {"family": family, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "pad_id": pad_id,
-              "eos_ids": eos, "options": options,
-              "on_batch": (lambda n: bar.advance(task, n)) if bar is not None else None}
+              "eos_ids": eos, "options": decode.options(),
+              "on_batch": _progress_hook(bar, task) if bar is not None else None}
         try:
             rows = greedy_ids(model, encoded, backend=chosen, **kw)
         except Exception as e:  # auto chose static: never lose an evaluation to the fast path
-            if chosen != "static" or (backend or getattr(model, "sgft_decode", "auto")) != "auto":
+            if chosen != "static" or wanted != "auto":
                 raise
             warnings.warn(f"static decoding failed ({type(e).__name__}: {e}); falling back to eager generate "
                           "for this model (set student.decode=eager to silence)", stacklevel=2)
-            model.sgft_decode = "eager"
+            _static_failed.add(model)
             rows = greedy_ids(model, encoded, backend="eager", **kw)
     finally:
         if bar is not None:
             bar.stop()
     return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def _progress_hook(bar, task) -> Callable[[int, int], None]:
+    """Advance the bar by a batch of prompts; show new tokens per second since the first batch."""
+    import time
+
+    start, total = time.perf_counter(), [0]
+
+    def hook(n_prompts: int, n_new_tokens: int = 0) -> None:
+        total[0] += n_new_tokens
+        rate = total[0] / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, advance=n_prompts, tok_s=f"{rate:,.0f} tok/s")
+
+    return hook

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
 
-from sgft_lab.config import TrainerConfig
+from sgft_lab.config import Adapter, TrainerConfig, to_plain
 from sgft_lab.students.build import Student
 
 MODEL_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "decoder_attention_mask")
@@ -70,7 +69,7 @@ def enable_checkpointing(model) -> None:
 
 def _wants_checkpointing(student: Student, cfg: TrainerConfig) -> bool:
     if cfg.gradient_checkpointing is None:
-        return student.cfg.adapter == "qlora"  # peft's QLoRA recipe turns it on
+        return student.cfg.adapter is Adapter.qlora  # peft's QLoRA recipe turns it on
     return bool(cfg.gradient_checkpointing)
 
 
@@ -93,7 +92,7 @@ class StudentModule(pl.LightningModule):
         self.student = student
         self.model = student.model
         self.trainer_cfg = trainer_cfg
-        self.adapter_only = student.cfg.adapter != "none"
+        self.adapter_only = student.cfg.adapter is not Adapter.none
         if self.adapter_only:
             self.strict_loading = False  # checkpoints lack the frozen base weights
         if trainer_cfg.optimizer not in OPTIMIZERS:
@@ -116,7 +115,7 @@ class StudentModule(pl.LightningModule):
                 kw["mode"] = trainer_cfg.compile_mode
             target = self.parts[0] if self.parts is not None else self.model
             self._compiled["forward"] = torch.compile(target, **kw)
-        self.save_hyperparameters({"student": asdict(student.cfg), "trainer": asdict(trainer_cfg)})
+        self.save_hyperparameters({"student": to_plain(student.cfg), "trainer": to_plain(trainer_cfg)})
 
     @property
     def uses_chunked_loss(self) -> bool:

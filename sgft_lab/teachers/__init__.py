@@ -3,7 +3,7 @@
 ==========  ================================================================  ==========================
 name        backend                                                           module
 ==========  ================================================================  ==========================
-reference   embedded teacher writing rationales from solution traces          ``reference.py``
+reference   embedded teacher writing rationales from solution traces          ``reference.py`` (+ ``_sg``, ``_fdd``)
 openai      any OpenAI-compatible server (OpenAI, vLLM serve, Ollama, TGI)    ``openai_backend.py``
 hf          a local transformers causal LM, batched, any device               ``hf.py``
 vllm        vLLM's offline engine (optional dependency)                       ``vllm_backend.py``
@@ -24,12 +24,17 @@ if TYPE_CHECKING:
 TEACHERS = ("reference", "openai", "hf", "vllm", "replay")
 
 
-def build_teacher(cfg: "TeacherConfig", examples: Sequence["Example"] = ()) -> Teacher:
-    """Build the backend named by ``cfg.name``. ``examples`` lets the reference teacher read solution traces."""
+def build_teacher(cfg: "TeacherConfig", examples: Sequence["Example"] = (), kinds: Sequence = ()) -> Teacher:
+    """Build the backend named by ``cfg.name`` -- the one place a teacher is made, for every method.
+
+    ``examples`` lets the reference teacher read solution traces; ``kinds`` are the prompt kinds a method
+    adds to it (SGFT's guidance writer, reference_sg.py; FDD's variants and programs, reference_fdd.py).
+    Other backends answer every prompt themselves and ignore both."""
     if cfg.name == "reference":
         from .reference import ReferenceTeacher
 
-        return ReferenceTeacher(examples, error_rate=cfg.error_rate, diversity=cfg.diversity, seed=cfg.seed)
+        return ReferenceTeacher(examples, error_rate=cfg.error_rate, diversity=cfg.diversity, seed=cfg.seed,
+                                extra_kinds=kinds)
     if cfg.name == "openai":
         from .openai_backend import from_config
 

@@ -1,8 +1,8 @@
 """FDD prompt kinds for the reference teacher, so the whole feedback loop runs offline (issue 7, item 5).
 
-Added through ``ReferenceTeacher(extra_kinds=...)``; nothing in reference.py changes.
+Added through ``build_teacher(..., kinds=fdd_kinds(...))``; nothing in reference.py changes.
 
-- ``fdd_variant_v1``: the easy / hard prompts of ``method.fdd`` (methods.md 4.2 wording, any template
+- ``fdd_variant_v1``: the easy / hard prompts of ``method`` (methods.md 4.2 wording, any template
   with one ``{question}``). Easy -> ``embedded.variant(parent, harder=True)`` (one more reasoning step);
   hard -> ``variant(parent, harder=False)`` (same steps, new entities and numbers). The completion is
   the new question only; the teacher remembers the new example (question -> trace) so it can solve it
@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..benchmarks.embedded import stable_seed, trace_generator, variant
-from ..benchmarks.record import Example
-from ..data.fdd import POT_SUFFIX
+from ..data.formats import POT_SUFFIX
 from .base import Request
 from .reference import UNSURE, Fields, PromptKind, ReferenceTeacher
 
@@ -36,7 +35,7 @@ N_PROGRAM_STYLES = 4
 ERROR_MODES = ("number", "number", "operator", "crash")  # an operand slip is the commonest mistake
 
 
-def split_template(template: str, key: str = "method.fdd") -> tuple[str, str]:
+def split_template(template: str, key: str = "method") -> tuple[str, str]:
     """(prefix, suffix) around the single ``{question}`` of a prompt template."""
     if template.count("{question}") != 1:
         raise ValueError(f"{key}: a prompt template needs exactly one '{{question}}', got {template!r}")
@@ -54,7 +53,7 @@ def variant_kind(easy_prompt: str, hard_prompt: str) -> PromptKind:
     """The kind answering FDD's easy (-> harder variant) and hard (-> similar problem) prompts."""
     templates = [(split_template(easy_prompt), True), (split_template(hard_prompt), False)]
     if templates[0][0] == templates[1][0]:
-        raise ValueError("method.fdd.easy_prompt and hard_prompt must differ")
+        raise ValueError("method.easy_prompt and hard_prompt must differ")
 
     def match(prompt: str) -> Fields | None:
         for (head, tail), harder in templates:
@@ -95,12 +94,6 @@ def fdd_kinds(easy_prompt: str, hard_prompt: str) -> tuple[PromptKind, ...]:
     return (variant_kind(easy_prompt, hard_prompt), POT_KIND)
 
 
-def build_reference_teacher(examples: Sequence[Example], error_rate: float, diversity: int, seed: int,
-                            easy_prompt: str, hard_prompt: str) -> ReferenceTeacher:
-    return ReferenceTeacher(examples, error_rate=error_rate, diversity=diversity, seed=seed,
-                            extra_kinds=fdd_kinds(easy_prompt, hard_prompt))
-
-
 def remember(teacher: Any, requests: Sequence[Request]) -> None:
     """Replay variant requests on a reference teacher so it knows the problems it wrote (no-op otherwise).
 
@@ -114,7 +107,7 @@ def remember(teacher: Any, requests: Sequence[Request]) -> None:
 def reference_answer(teacher: Any, question: str) -> str | None:
     """The embedded solver's answer to ``question`` (verify=reference), None if the teacher never saw it."""
     if not isinstance(teacher, ReferenceTeacher):
-        raise ValueError("method.fdd.verify=reference needs teacher=reference (the embedded solver)")
+        raise ValueError("method.verify=reference needs teacher=reference (the embedded solver)")
     ex = teacher.lookup(question)
     return None if ex is None else ex.answer
 

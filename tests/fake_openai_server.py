@@ -10,7 +10,10 @@ every request on the server side, and injects faults on demand:
 - ``"malformed"``: status 200 with a body that is not JSON.
 
 Faults come from a script (``server.script(["429", "500"])``: the next requests, in arrival order) or at
-random (``fault_rate``, seeded), or per prompt (``fail_prompts``). Use it as a context manager::
+random (``fault_rate``, seeded), or per prompt (``fail_prompts``), or for a while: ``down("500", 2.0)``
+answers every completion request with that fault for the next 2 s (``down("500")``: until ``up()``), as a
+server that is restarting or down. Requests seen carry their ``Authorization`` header and query
+parameters in ``stats.auth`` / ``stats.queries``. Use it as a context manager::
 
     with FakeOpenAIServer(latency_s=0.05, fault_rate=0.3) as srv:
         client = AsyncOpenAI(base_url=srv.base_url, api_key="x")
@@ -34,6 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Sequence
+from urllib.parse import parse_qsl, urlsplit
 
 FAULTS = ("429", "500", "hang", "malformed")
 
@@ -75,6 +79,8 @@ class ServerStats:
     outcomes: Counter = field(default_factory=Counter)  # ok | 429 | 500 | hang | malformed | 401
     ok_prompts: Counter = field(default_factory=Counter)  # prompt -> successful answers sent
     log: list = field(default_factory=list)  # (arrival time, path, outcome, prompts)
+    auth: Counter = field(default_factory=Counter)  # Authorization header -> requests that carried it
+    queries: list = field(default_factory=list)  # query parameters of each completion request (dicts)
 
     @property
     def ok(self) -> int:
@@ -109,6 +115,7 @@ class FakeOpenAIServer:
         self.fail_prompts = {k: list(v) for k, v in (fail_prompts or {}).items()}  # prompt -> faults to inject
         self._rng = random.Random(seed)
         self._script: list[str] = []
+        self._down: tuple[str, float] | None = None  # (fault, until time.monotonic()) while "down"
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._active = 0  # requests being handled now
@@ -150,6 +157,17 @@ class FakeOpenAIServer:
         with self._lock:
             self._script.extend(faults)
 
+    def down(self, fault: str = "500", seconds: float | None = None) -> None:
+        """Answer every completion request with ``fault`` for ``seconds`` from now (None: until ``up()``)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {FAULTS}")
+        with self._lock:
+            self._down = (fault, float("inf") if seconds is None else time.monotonic() + seconds)
+
+    def up(self) -> None:
+        with self._lock:
+            self._down = None
+
     def wait_idle(self, timeout: float = 10.0, settle_s: float = 0.1) -> bool:
         """Wait until no request has been in progress for ``settle_s`` (e.g. after killing a client)."""
         deadline, quiet_since = time.time() + timeout, None
@@ -171,6 +189,10 @@ class FakeOpenAIServer:
 
     def _next_fault(self, prompts: list[str]) -> str | None:
         with self._lock:
+            if self._down is not None:
+                if time.monotonic() < self._down[1]:
+                    return self._down[0]
+                self._down = None
             for p in prompts:
                 if self.fail_prompts.get(p):
                     return self.fail_prompts[p].pop(0)
@@ -213,12 +235,13 @@ class FakeOpenAIServer:
                 self._send(status, json.dumps(obj).encode("utf-8"), headers)
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/_stats"):  # server-side counters (benchmarks)
+                path = urlsplit(self.path).path.rstrip("/")
+                if path.endswith("/_stats"):  # server-side counters (benchmarks)
                     with server._lock:
                         st = server.stats
                         self._json(200, {"requests": st.requests, "outcomes": dict(st.outcomes),
                                          "answered_prompts": st.answered_prompts})
-                elif self.path.rstrip("/").endswith("/models"):
+                elif path.endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
                 else:
                     self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -241,7 +264,11 @@ class FakeOpenAIServer:
                 except (ValueError, AssertionError):  # e.g. a client killed half-way through sending
                     self._json(400, {"error": {"message": "invalid request body", "type": "invalid_request"}})
                     return
-                path = self.path.rstrip("/")
+                url = urlsplit(self.path)
+                path = url.path.rstrip("/")
+                with server._lock:
+                    server.stats.auth[self.headers.get("Authorization") or ""] += 1
+                    server.stats.queries.append(dict(parse_qsl(url.query, keep_blank_values=True)))
                 if path.endswith("/chat/completions"):
                     msgs = body.get("messages") or []
                     users = [m for m in msgs if m.get("role") == "user"]

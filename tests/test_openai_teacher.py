@@ -17,6 +17,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 
 from sgft_lab.config import Config, TeacherConfig, redact
+from sgft_lab.errors import TeacherError
 from sgft_lab.io import write_json
 from sgft_lab.teachers import SamplingParams, build_teacher
 from sgft_lab.teachers.cache import TeacherCache
@@ -126,9 +127,14 @@ def test_malformed_and_5xx_are_retried_then_give_up(server, tmp_path):
     srv.script(["malformed", "500", "ok"])
     out, s = run(srv, tmp_path, ["a"], SamplingParams())
     assert s.errors == {"malformed": 1, "5xx": 1} and out[0][0].text
-    srv.script(["500"] * 5)
-    with pytest.raises(GenerationError, match="failed 3 times"):
-        run(srv, tmp_path, ["b"], SamplingParams(), name="other", max_retries=2)
+    srv.script(["500"] * 5)  # more than max_retries + 1: the end-of-stage pass gets it through
+    out, s = run(srv, tmp_path, ["b"], SamplingParams(), name="other", max_retries=2)
+    assert out[0][0].text and s.errors == {"5xx": 5} and s.requests_sent == 6
+    srv.down("500")  # never recovers: the stage ends with a TeacherError once the passes are spent
+    teacher = build_teacher(teacher_cfg(srv, max_retries=2))
+    teacher.policy.retry_passes = 1
+    with pytest.raises(TeacherError, match=r"1 of 1 requests still failed after 2 passes.*5xx x6"):
+        generate(teacher, TeacherCache(tmp_path / "third.sqlite"), ["c"], SamplingParams(), progress=False)
 
 
 def test_wrong_key_fails_fast_and_the_key_is_scrubbed(server, tmp_path):

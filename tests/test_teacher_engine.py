@@ -9,10 +9,18 @@ import time
 
 import pytest
 
+from sgft_lab.errors import TeacherError
 from sgft_lab.teachers.base import Completion, Request, SamplingParams
 from sgft_lab.teachers.cache import TeacherCache
-from sgft_lab.teachers.engine import (RateLimiter, RequestPolicy, StageStats, TeacherAccounting, TokenBucket,
-                                      backoff_delay, generate)
+from sgft_lab.teachers.engine import (
+    RateLimiter,
+    RequestPolicy,
+    StageStats,
+    TeacherAccounting,
+    TokenBucket,
+    backoff_delay,
+    generate,
+)
 from sgft_lab.teachers.errors import GenerationError, PermanentError, TransientError
 from sgft_lab.teachers.pricing import Price, lookup_price
 
@@ -114,13 +122,30 @@ def test_async_retries_transient_errors_and_accounts_cost(cache):
     assert acc.to_metrics()["teacher/generate/teacher_calls"] == 6
 
 
-def test_async_gives_up_after_max_retries_keeping_what_arrived(cache):
+def test_async_request_past_max_retries_is_retried_at_the_end_of_the_stage(cache):
+    """A request that fails max_retries + 1 times is set aside, the stage goes on, and the end-of-stage
+    passes get it through (10 failures: main pass 3, passes 1-2 three each, pass 3 one then the answer)."""
     t = AsyncTeacher({"bad": [TransientError("5xx")] * 10},
                      policy=RequestPolicy(concurrency=1, max_retries=2, **FAST))
-    with pytest.raises(GenerationError, match="failed 3 times"):
+    acc = TeacherAccounting()
+    out = generate(t, cache, ["good1", "bad", "good2"], SamplingParams(), accounting=acc, progress=False)
+    assert [cs[0].text for cs in out] == ["<good1#0>", "<bad#0>", "<good2#0>"]
+    assert [c[0] for c in t.calls] == ["good1", "bad", "bad", "bad", "good2"] + ["bad"] * 8
+    assert sorted(t.ok) == ["bad", "good1", "good2"] and len(cache) == 3
+    assert acc.stage("generate").requests_failed == 10
+
+
+def test_async_gives_up_after_the_end_of_stage_passes_keeping_what_arrived(cache):
+    t = AsyncTeacher({"bad": [TransientError("5xx", "boom\nsecond line")] * 100},
+                     policy=RequestPolicy(concurrency=1, max_retries=2, retry_passes=3, **FAST))
+    with pytest.raises(TeacherError) as e:
         generate(t, cache, ["good1", "bad", "good2"], SamplingParams(), progress=False)
-    assert len(t.calls) == 4  # good1, then bad x3; the worker stops before good2
-    assert len(cache) == 1
+    assert isinstance(e.value, GenerationError)
+    msg = str(e.value)
+    assert "\n" not in msg and "1 of 3 requests still failed after 4 passes of up to 3 attempts" in msg
+    assert "5xx x12 (last: boom second line)" in msg and "2 answers" in msg
+    assert len(t.calls) == 2 + 3 * 4  # good1, good2, and bad 3 times in each of the 4 passes
+    assert len(cache) == 2  # what arrived is stored
 
 
 def test_async_permanent_error_is_not_retried(cache):

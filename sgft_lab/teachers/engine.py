@@ -11,8 +11,31 @@ Two paths, one contract:
   them under asyncio with a concurrency limit, request and token rate limits (token buckets), a
   per-request timeout, and retries with exponential backoff and jitter on ``TransientError`` (429, which
   also pauses every sender for the server's ``Retry-After``, 5xx, timeouts, malformed answers).
-  ``PermanentError`` stops at once. A request is sent again only if it failed; every answer received is
-  committed before the next is awaited, so after a kill -9 a rerun sends nothing already stored.
+  ``PermanentError`` (and anything a backend raises that is not a ``TransientError``) stops at once. A
+  request is sent again only if it failed; every answer received is committed before the next is
+  awaited, so after a kill -9 a rerun sends nothing already stored.
+
+Teacher faults (async backends): a request that fails ``policy.max_retries + 1`` times in a row does not
+end the stage. It is set aside, the stage goes on, and at its end the set-aside requests get
+**end-of-stage passes**, each after a pause of ``backoff_delay(max_retries + idle)`` (the backoff sequence
+continued, i.e. 1/2..1 x ``backoff_max_s`` at the defaults; ``idle``: passes in a row that answered nothing)
+and each giving every request again up to ``max_retries + 1`` attempts with the usual backoff. Bounds:
+
+- passes go on while the previous one answered something, and stop after ``policy.retry_passes``
+  (default 3) passes in a row that answered nothing, or after ``4 * retry_passes`` passes in all;
+- a pass stops early when the server looks down: ``max(8, concurrency)`` requests in a row exhausted their
+  attempts and at least ``STALL_ATTEMPTS`` (32) attempts in a row failed, no answer in between. The rest of
+  that pass is not sent (it waits for the next pass), so a dead server costs about one round of
+  ``concurrency`` requests per pass, not one per request.
+
+So a stage completes at any fault rate that lets requests through, and rides out an outage of about
+``(1 + retry_passes)`` x one request's retry time + the pauses: at the defaults (max_retries=8, backoff
+0.5 s doubling to 60 s) ~93 s + 3 x (~45 s + ~93 s) ~= 8.5 min for a server failing fast (500, refused
+connections); a server that hangs adds ``(max_retries + 1) x request_timeout_s`` per pass. Only then does
+it fail, with :class:`GenerationError` -- a ``sgft_lab.errors.TeacherError``, so one line and exit 2 --
+naming how many requests failed and, per error kind, the count of failed attempts and the last message.
+Every answer that did arrive is committed as it arrived, so a rerun sends only what is missing; a key
+set aside stays claimed (see below) until the stage ends, so no other caller asks for it meanwhile.
 
 Identical requests (same cache key) are sent once: duplicates within a call are folded, and a key in
 flight in another ``generate`` of this process (another thread or task) is awaited, not sent.
@@ -39,6 +62,7 @@ from .base import Completion, Request, SamplingParams, Teacher, request_key
 from .cache import TeacherCache
 from .errors import GenerationError, MalformedResponse, PermanentError, TransientError
 from .pricing import Price
+from .secrets import redact_text
 
 log = logging.getLogger("sgft_lab.teachers")
 
@@ -123,6 +147,7 @@ class RequestPolicy:
     backoff_max_s: float = 60.0
     timeout_s: float = 120.0  # per attempt
     prompts_per_call: int = 1  # requests sent in one backend call (completions endpoint batching)
+    retry_passes: int = 3  # end-of-stage passes over requests that exhausted their retries (module doc)
 
     def __post_init__(self):
         if self.concurrency < 1:
@@ -131,6 +156,18 @@ class RequestPolicy:
             raise ValueError("teacher.prompts_per_call must be >= 1")
         if self.max_retries < 0:
             raise ValueError("teacher.max_retries must be >= 0")
+        if self.retry_passes < 0:
+            raise ValueError("teacher.retry_passes must be >= 0")
+
+    @property
+    def stall_after(self) -> int:
+        """Requests in a row that exhaust their retries, no answer between, after which a pass stops (and at
+        least ``STALL_ATTEMPTS`` failed attempts in a row: with max_retries=0 eight unlucky requests are not
+        an outage)."""
+        return max(8, self.concurrency)
+
+
+STALL_ATTEMPTS = 32  # failed attempts in a row, no answer between, before a pass may stop (module doc)
 
 
 def policy_from_config(cfg: Any) -> RequestPolicy:
@@ -138,7 +175,8 @@ def policy_from_config(cfg: Any) -> RequestPolicy:
     return RequestPolicy(
         concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
         tokens_per_minute=cfg.tokens_per_minute, max_retries=cfg.max_retries, backoff_base_s=cfg.backoff_base_s,
-        backoff_max_s=cfg.backoff_max_s, timeout_s=cfg.request_timeout_s, prompts_per_call=cfg.prompts_per_call)
+        backoff_max_s=cfg.backoff_max_s, timeout_s=cfg.request_timeout_s, prompts_per_call=cfg.prompts_per_call,
+        retry_passes=getattr(cfg, "retry_passes", RequestPolicy.retry_passes))
 
 
 def backoff_delay(attempt: int, policy: RequestPolicy, retry_after: float | None = None,
@@ -401,7 +439,7 @@ async def agenerate(
     t0 = time.perf_counter()
     stats, price, cacheable, keys, found, missing = _prepare(teacher, cache, prompts, params, accounting, stage)
     policy = policy or getattr(teacher, "policy", None) or RequestPolicy()
-    sender = _Sender(teacher, cache, policy, stats, price, cacheable, found)
+    sender = _Sender(teacher, cache, policy, stats, price, cacheable, found, stage)
     sender.bar = _Progress(stage, len(missing), progress)
     cache_path = str(getattr(cache, "path", id(cache)))
     pending = dict(missing)
@@ -423,6 +461,11 @@ async def agenerate(
                 sender.advance(len(late))
                 results = await asyncio.gather(sender.run(owned), sender.await_others(waiting, pending),
                                                return_exceptions=True)
+                if not isinstance(results[0], BaseException):
+                    try:  # the requests that exhausted their retries: end-of-stage passes
+                        await sender.finish()
+                    except BaseException as e:  # noqa: BLE001 - raised below, after the claims are released
+                        results[0] = e
             finally:  # never leave a claimed key unresolved (others would wait on it forever)
                 for k in owned_keys:
                     if k not in found:
@@ -435,44 +478,120 @@ async def agenerate(
         sender.bar.close()
         stats.seconds += time.perf_counter() - t0
         if stats.requests_failed > sender.failed0:
-            log.info("teacher %s (%s): %d failed attempts were retried; errors so far: %s", teacher.identity,
-                     stage, stats.requests_failed - sender.failed0, stats.errors)
+            log.info("teacher %s (%s): %d failed attempts were retried; errors so far: %s",
+                     redact_text(teacher.identity), stage, stats.requests_failed - sender.failed0, stats.errors)
     return _assemble(keys, found, params.n, len(prompts))
 
 
 class _Sender:
-    """Sends owned requests in chunks through ``policy.concurrency`` workers, with retries."""
+    """Sends owned requests in chunks through ``policy.concurrency`` workers, with retries; chunks that
+    exhaust their retries are set aside for the end-of-stage passes (``finish``)."""
 
-    def __init__(self, teacher, cache, policy: RequestPolicy, stats: StageStats, price, cacheable, found):
+    def __init__(self, teacher, cache, policy: RequestPolicy, stats: StageStats, price, cacheable, found,
+                 stage: str = "generate"):
         self.teacher, self.cache, self.policy, self.stats = teacher, cache, policy, stats
-        self.price, self.cacheable, self.found = price, cacheable, found
+        self.price, self.cacheable, self.found, self.stage = price, cacheable, found, stage
         self.limiter = RateLimiter(policy)
         self.rng = random.Random()
         self.bar: _Progress | None = None
         self.cost0, self.failed0 = stats.cost_usd, stats.requests_failed
+        self.errors0 = dict(stats.errors)
+        self.deferred: list[list[tuple[str, Request]]] = []  # chunks that exhausted their retries (or unsent)
+        self.unsent = 0  # of those, chunks a stalled pass did not send
+        self.last_error: dict[str, str] = {}  # error kind -> its last message
+        self.streak = 0  # chunks in a row that exhausted their retries, no answer between
+        self.failed_streak = 0  # attempts in a row that failed, no answer between
+        self.owned = 0  # requests this sender was given
+        self.passes = self.idle_passes = 0  # end-of-stage passes made, and those in a row that answered nothing
 
     def advance(self, n: int) -> None:
         if n and self.bar is not None:
             self.bar.update(n, self.stats, self.cost0, self.failed0)
 
     async def run(self, owned: dict[str, Request]) -> None:
-        chunks = _chunks(list(owned.items()), self.policy.prompts_per_call)
+        """The main pass."""
+        self.owned += len(owned)
+        await self._pass(_chunks(list(owned.items()), self.policy.prompts_per_call))
+
+    async def _pass(self, chunks: list[list[tuple[str, Request]]]) -> None:
+        """Send ``chunks``; those that exhaust their retries, and those left when the pass stalls, go to
+        ``deferred``. A permanent error stops the pass and is raised."""
         queue = deque(chunks)
         errors: list[BaseException] = []
+        stall = self.policy.stall_after
+        self.streak = self.failed_streak = 0
+
+        def stalled() -> bool:
+            return self.streak >= stall and self.failed_streak >= STALL_ATTEMPTS
 
         async def worker():
-            while queue and not errors:
+            while queue and not errors and not stalled():
                 chunk = queue.popleft()
                 try:
-                    await self._send(chunk)
+                    ok = await self._send(chunk)
                 except BaseException as e:  # noqa: BLE001 - stop taking work; let others finish theirs
                     errors.append(e)
                     for k, _ in chunk:
                         _IN_FLIGHT.resolve(k, error=e)
+                    continue
+                if ok:
+                    self.streak = self.failed_streak = 0
+                else:
+                    self.streak += 1
+                    self.deferred.append(chunk)
 
         await asyncio.gather(*(worker() for _ in range(min(self.policy.concurrency, len(chunks)))))
         if errors:
             raise errors[0]
+        if queue:
+            self.unsent = len(queue)
+            log.warning("teacher %s (%s): %d requests in a row failed %d times with no answer between; the "
+                        "%d not yet sent wait for the end-of-stage passes (last errors: %s)",
+                        redact_text(self.teacher.identity), self.stage, self.streak, self.policy.max_retries + 1,
+                        sum(len(c) for c in queue), self._last_errors())
+            self.deferred.extend(queue)
+        else:
+            self.unsent = 0
+
+    async def finish(self) -> None:
+        """End-of-stage passes over the deferred chunks: while the last pass answered some, and until
+        ``retry_passes`` passes in a row answer none (at most ``4 * retry_passes`` in all); then raises
+        GenerationError if some still fail."""
+        p = self.policy
+        self.passes = self.idle_passes = 0
+        while self.deferred and self.idle_passes < p.retry_passes and self.passes < 4 * p.retry_passes:
+            chunks, self.deferred = self.deferred, []
+            before = sum(len(c) for c in chunks)
+            self.passes += 1
+            delay = backoff_delay(p.max_retries + self.idle_passes, p, None, self.rng)
+            log.warning("teacher %s (%s): %d request(s) still unanswered after %d attempts each; end-of-stage "
+                        "pass %d in %.1f s (last errors: %s)", redact_text(self.teacher.identity), self.stage,
+                        before, p.max_retries + 1, self.passes, delay, self._last_errors())
+            await asyncio.sleep(delay)
+            await self._pass(chunks)
+            answered = before - sum(len(c) for c in self.deferred)
+            self.idle_passes = 0 if answered else self.idle_passes + 1
+        if self.deferred:
+            raise GenerationError(self._failure())
+
+    def _last_errors(self) -> str:
+        return "; ".join(f"{k}: {v}" for k, v in self.last_error.items()) or "none"
+
+    def _failure(self) -> str:
+        p = self.policy
+        n_failed = sum(len(c) for c in self.deferred)
+        unsent = sum(len(c) for c in self.deferred[len(self.deferred) - self.unsent:]) if self.unsent else 0
+        counts = {k: v - self.errors0.get(k, 0) for k, v in self.stats.errors.items() if v > self.errors0.get(k, 0)}
+        kinds = ", ".join(f"{k} x{counts.get(k, 0)} (last: {msg})" for k, msg in self.last_error.items())
+        n = self.passes
+        msg = (f"teacher {self.teacher.identity} ({self.stage}): {n_failed} of {self.owned} requests still failed "
+               f"after {1 + n} pass{'es' if n else ''} of up to {p.max_retries + 1} attempts each (teacher.max_retries="
+               f"{p.max_retries}; {n} end-of-stage pass{'es' if n != 1 else ''}, the last {self.idle_passes} "
+               f"answering none)"
+               + (f", {unsent} of them not sent in the last pass (every request before them failed)" if unsent else "")
+               + f"; {self.owned - n_failed} answers of this stage are stored in the cache, a rerun sends "
+               f"only the missing ones; failed attempts by kind: {kinds or 'none'}")
+        return redact_text(" ".join(msg.split()))
 
     async def await_others(self, waiting: dict[str, tuple], pending: dict[str, Request]) -> dict[str, Request]:
         retry: dict[str, Request] = {}
@@ -490,7 +609,9 @@ class _Sender:
             self.advance(1)
         return retry
 
-    async def _send(self, chunk: list[tuple[str, Request]]) -> None:
+    async def _send(self, chunk: list[tuple[str, Request]]) -> bool:
+        """Send one chunk with up to ``max_retries`` retries: True once its answers are stored, False if every
+        attempt failed transiently; a permanent failure raises."""
         reqs = [r for _, r in chunk]
         est = sum(estimate_tokens(r) for r in reqs)
         p, ident = self.policy, self.teacher.identity
@@ -512,24 +633,32 @@ class _Sender:
                 self.stats.requests_failed += 1
                 kind = "permanent" if isinstance(e, PermanentError) else type(e).__name__
                 self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
-                if isinstance(e, (PermanentError, Exception)) and not isinstance(e, GenerationError):
-                    raise GenerationError(f"teacher {ident}: {e}") from e
-                raise
+                if isinstance(e, PermanentError):
+                    raise GenerationError(redact_text(f"teacher {ident}: {e}")) from e
+                raise  # a bug in the backend keeps its type and traceback
             else:
                 self._store(chunk, outs)
                 self.limiter.settle(est, sum(c.prompt_tokens + c.completion_tokens for c in outs))
-                return
+                return True
             self.stats.requests_failed += 1
             self.stats.errors[err.kind] = self.stats.errors.get(err.kind, 0) + 1
+            text = str(err)
+            self.last_error[err.kind] = _one_line(text[len(err.kind) + 2:] if text.startswith(f"{err.kind}: ")
+                                                  else text)
+            self.failed_streak += 1
             self.advance(0)
             if attempt == p.max_retries:
-                raise GenerationError(f"teacher {ident}: a request failed {attempt + 1} times "
-                                      f"(teacher.max_retries={p.max_retries}); last error: {err}") from err
+                log.debug("teacher %s: a request failed %d times (teacher.max_retries=%d); last error: %s; it is "
+                          "tried again at the end of the stage", redact_text(ident), attempt + 1, p.max_retries,
+                          redact_text(str(err)))
+                return False
             if err.retry_after:
                 self.limiter.pause(err.retry_after)
             delay = backoff_delay(attempt, p, err.retry_after, self.rng)
-            log.debug("teacher %s: %s; retry %d/%d in %.2f s", ident, err, attempt + 1, p.max_retries, delay)
+            log.debug("teacher %s: %s; retry %d/%d in %.2f s", redact_text(ident), redact_text(str(err)),
+                      attempt + 1, p.max_retries, delay)
             await asyncio.sleep(delay)
+        return False
 
     def _store(self, chunk: list[tuple[str, Request]], outs: list[Completion]) -> None:
         ident = self.teacher.identity
@@ -541,6 +670,12 @@ class _Sender:
             _account(self.stats, self.price, c)
             _IN_FLIGHT.resolve(k, c)
         self.advance(len(chunk))
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    """A message as one short line (servers answer with multi-line bodies), secrets in URLs masked."""
+    text = redact_text(" ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _chunks(items: list[tuple[str, Request]], size: int) -> list[list[tuple[str, Request]]]:

@@ -14,11 +14,21 @@ and ``teacher.model``; the key comes from ``$OPENAI_API_KEY`` (or the variable n
 - SDK retries are off (``max_retries=0``): the engine retries, so attempts are counted exactly once.
 - At temperature > 0 a ``seed`` derived from (``teacher.seed``, sample index) is sent (``send_seed``), so
   servers that honour it (vLLM, TGI, Ollama; OpenAI best-effort) make sample k reproducible.
+- Credentials inside ``teacher.base_url`` (``http://user:PASS@host/v1``, ``?api_key=...``, ``?token=...``)
+  work and never leak: the client gets the URL without userinfo and query, the userinfo as HTTP basic auth
+  (it replaces the ``Bearer`` key header, as httpx itself would do with such a URL) and the query as
+  default query parameters of every request. The identity (hence the cache's ``teacher`` column and keys),
+  the repr, every error message and the httpx / openai log records carry the redacted URL
+  (``http://***@host/v1``, ``?api_key=***``; ``secrets.redact_url``). A URL without credentials is
+  unchanged in the identity, so existing caches still hit; one with credentials gets a new identity (its
+  old cache rows, keyed on the secret, just miss), the same whatever the secret's value (rotating a key
+  keeps the cache).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -29,9 +39,20 @@ from .base import Completion, Request
 from .engine import RequestPolicy, policy_from_config
 from .errors import MalformedResponse, PermanentError, TransientError
 from .pricing import Price, lookup_price
-from .secrets import resolve_api_key, scrub
+from .secrets import (
+    install_log_redaction,
+    redact_obj,
+    redact_text,
+    redact_url,
+    resolve_api_key,
+    scrub,
+    url_credentials,
+    url_secrets,
+)
 
 ENDPOINTS = ("chat", "completions")
+# Loggers of the client stack that may print a full request URL (with its default query parameters).
+_TRANSPORT_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "openai._base_client")
 
 
 class OpenAITeacher:
@@ -55,21 +76,29 @@ class OpenAITeacher:
         if endpoint == "chat" and self.policy.prompts_per_call != 1:
             raise ValueError("teacher.prompts_per_call > 1 needs teacher.endpoint=completions "
                              "(the chat API takes one conversation per request)")
-        self.price, self.key_source = price, key_source
+        self.price, self.key_source = price, redact_text(key_source)
         self._api_key = api_key  # only ever handed to the client; never in identity, repr or messages
+        self._base_url = base_url  # the real URL (credentials included): only ever handed to the client
+        self.base_url = redact_url(base_url) if base_url else base_url  # what may be printed
         self._clients: dict[int, Any] = {}  # one client per event loop (httpx pools are loop-bound)
-        where = cache_namespace or (base_url or "https://api.openai.com/v1").rstrip("/")
+        where = redact_url(cache_namespace or (self.base_url or "https://api.openai.com/v1").rstrip("/"))
         parts = [f"openai:{endpoint}", where, model]
         if system_prompt:
             parts.append(f"system={system_prompt}")
         if send_seed:
             parts.append(f"seed={seed}")
         if self.extra_body:
-            parts.append(f"extra={json.dumps(self.extra_body, sort_keys=True)}")
+            # A secret in the body (e.g. {api_key: ...}) is masked: it cannot change the answers.
+            parts.append(f"extra={json.dumps(redact_obj(self.extra_body, settings=False), sort_keys=True)}")
         self.identity = "|".join(parts)
 
     def __repr__(self) -> str:
         return f"OpenAITeacher({self.identity!r})"
+
+    @property
+    def _secrets(self) -> list[str]:
+        """Every secret value this backend holds: scrubbed from each message it raises or logs."""
+        return [self._api_key, *url_secrets(self._base_url)]
 
     # --- client ------------------------------------------------------------------------------------
     async def astart(self) -> None:
@@ -88,8 +117,14 @@ class OpenAITeacher:
                 if logging.getLogger(name).level == logging.NOTSET:
                     logging.getLogger(name).setLevel(logging.WARNING)
 
-            client = AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                 timeout=self.policy.timeout_s)
+            install_log_redaction(_TRANSPORT_LOGGERS, self._secrets)
+            url, auth, query = url_credentials(self._base_url)
+            headers = None
+            if auth is not None:  # what httpx does with userinfo in a URL, without the URL carrying it
+                token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+                headers = {"Authorization": f"Basic {token}"}
+            client = AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0, timeout=self.policy.timeout_s,
+                                 default_headers=headers, default_query=query or None)
             self._clients[id(loop)] = client
         return client
 
@@ -144,7 +179,7 @@ class OpenAITeacher:
         import openai
         import pydantic
 
-        msg = scrub(str(e), [self._api_key])
+        msg = scrub(redact_text(str(e)), self._secrets)
         if isinstance(e, openai.APITimeoutError):
             return TransientError("timeout", msg)
         if isinstance(e, openai.APIConnectionError):

@@ -164,3 +164,12 @@ def test_every_range_is_declared_on_the_field():
     assert {"max_epochs", "batch_size", "lr", "eval_every_n_epochs", "warmup_ratio"} <= ranged(TrainerConfig)
     assert {"n_train", "n_test", "val_fraction", "train_fraction", "n_shot"} <= ranged(BenchmarkConfig)
     assert {"rounds", "label_samples", "label_temperature", "variant_temperature"} <= ranged(FDDConfig)
+
+
+def test_a_misspelt_experiment_is_an_error_not_the_default_run(tmp_path):
+    """Hydra skips a missing option of an optional group silently; sgft_lab refuses it, listing the presets."""
+    p = run_sgft(["+experiment=fine_tune_cot/gtp2"], tmp_path, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        "sgft_lab: invalid config at `experiment`: no preset 'fine_tune_cot/gtp2'; allowed: fdd/rounds, ")
+    assert not (tmp_path / "outputs" / "runs").exists()

@@ -131,7 +131,13 @@ def hub_rows(
     """Rows of ``datasets.load_dataset(hub_id, hub_config)``, the given splits concatenated in order, each row
     mapped to the local file's schema by its adapter. ``hub_id="json"`` with ``data_files`` loads local files
     in the hub's format through this same path (how the tests exercise it)."""
-    import datasets  # heavy: only here
+    try:
+        import datasets  # heavy and optional (the `hub` extra): only here
+    except ImportError as e:
+        from ..errors import DataError
+
+        raise DataError(f"benchmark.source=hub needs the Hugging Face `datasets` package, which cannot be "
+                        f"imported ({e}); install it with: pip install 'sgft-lab[hub]'") from None
 
     kwargs: dict[str, Any] = {}
     if data_files is not None:

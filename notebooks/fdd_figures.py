@@ -20,8 +20,9 @@
 # (methods.md 4.4).
 #
 # Inputs: `SGFT_LAB_RESULTS` (directories, `:`-separated; default `outputs`), `SGFT_LAB_FIGURES` (default
-# `figures`), `SGFT_LAB_PROTOCOL` (default `last_epoch`: the round's final model, the one that gives the next
-# round's feedback). Run: `SGFT_LAB_RESULTS=outputs/multirun python notebooks/fdd_figures.py`.
+# `figures`), `SGFT_LAB_SELECTION` (default `auto`: each round's model as selected on the round's own dev
+# split, the one that gives the next round's feedback). Run: `SGFT_LAB_RESULTS=outputs/multirun python
+# notebooks/fdd_figures.py`.
 
 # %%
 import os
@@ -36,11 +37,11 @@ from sgft_lab.report import build_table, entries, load_runs  # noqa: E402
 
 RESULTS = os.environ.get("SGFT_LAB_RESULTS", "outputs").split(os.pathsep)
 FIGURES = Path(os.environ.get("SGFT_LAB_FIGURES", "figures"))
-PROTOCOL = os.environ.get("SGFT_LAB_PROTOCOL", "last_epoch")
+SELECTION = os.environ.get("SGFT_LAB_SELECTION", "auto")
 FIGURES.mkdir(parents=True, exist_ok=True)
 runs = [r for r in load_runs(RESULTS) if r.results["run"]["method"] in ("fdd", "fdd_pot")]
 print(f"{len(runs)} FDD runs under {RESULTS}")
-table = build_table(entries(runs, PROTOCOL), protocol=PROTOCOL)
+table = build_table(entries(runs, SELECTION), selection=SELECTION)
 
 # %% [markdown]
 # ## Accuracy per round
@@ -72,7 +73,7 @@ if table.rows:
             metric = next((r.metric for r in rows if r.metric), "")
             ax.set_title(f"{kind} on {b} ({metric})", fontsize=9)
             ax.set_xlabel("round (0 = teacher's initial set)")
-            ax.set_ylabel(f"test accuracy % ({PROTOCOL})")
+            ax.set_ylabel(f"test accuracy % ({SELECTION})")
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIGURES / "fdd_accuracy_per_round.png", dpi=120)

@@ -20,7 +20,8 @@
 # students) are drawn dashed and labelled so.
 #
 # Inputs: `SGFT_LAB_RESULTS` (directories, separated by `:`; default `outputs`), `SGFT_LAB_FIGURES` (where the
-# PNGs go; default `figures`), `SGFT_LAB_PROTOCOL` (default `best_test_epoch`, the paper's protocol).
+# PNGs go; default `figures`), `SGFT_LAB_SELECTION` (default `auto`: the paper protocol's best test epoch,
+# the clean protocol's best validation epoch).
 # Open it as a notebook with jupytext (`jupytext --to ipynb notebooks/fine_tune_cot_figures.py`) or run it:
 # `SGFT_LAB_RESULTS=outputs/multirun python notebooks/fine_tune_cot_figures.py`.
 
@@ -37,7 +38,7 @@ from sgft_lab.report import PaperNumbers, build_table, entries, load_runs  # noq
 
 RESULTS = os.environ.get("SGFT_LAB_RESULTS", "outputs").split(os.pathsep)
 FIGURES = Path(os.environ.get("SGFT_LAB_FIGURES", "figures"))
-PROTOCOL = os.environ.get("SGFT_LAB_PROTOCOL", "best_test_epoch")
+SELECTION = os.environ.get("SGFT_LAB_SELECTION", "auto")
 FIGURES.mkdir(parents=True, exist_ok=True)
 paper = PaperNumbers.load()
 runs = [
@@ -53,7 +54,7 @@ print(f"{len(runs)} Fine-tune-CoT-family runs under {RESULTS}")
 # One cell per method x student x benchmark: mean over seeds with a 95% bootstrap interval.
 
 # %%
-table = build_table(entries(runs, PROTOCOL), protocol=PROTOCOL, paper=paper)
+table = build_table(entries(runs, SELECTION), selection=SELECTION, paper=paper)
 for row in table.rows:
     print(row.method, row.student, row.size, f"D={row.D}", {b: f"{c.mean:.1f}" for b, c in row.cells.items()})
 
@@ -119,7 +120,7 @@ if full:
         ax.set_xscale("log")
         ax.set_title(header(b), fontsize=9)
         ax.set_xlabel("student parameters")
-        ax.set_ylabel(f"test accuracy % ({PROTOCOL})")
+        ax.set_ylabel(f"test accuracy % ({SELECTION})")
         ax.set_ylim(-2, 102)
     axes[0][0].legend(fontsize=7, title="ours (filled) / paper (hollow)", title_fontsize=7)
     fig.tight_layout()
@@ -155,7 +156,7 @@ if len({r.D for r in with_d}) > 1:
             ax.plot(*zip(*pts), "s", mfc="none", color=f"C{i}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("D (teacher rationales per training question)")
-    ax.set_ylabel(f"test accuracy % ({PROTOCOL})")
+    ax.set_ylabel(f"test accuracy % ({SELECTION})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIGURES / "accuracy_vs_D.png", dpi=120)

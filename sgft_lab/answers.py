@@ -191,6 +191,66 @@ def accuracy(scored: Iterable[Scored | bool]) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------
+# The strict rule (ours; reported beside the official one, never instead of it)
+
+RULES = ("official", "strict")
+_STRICT_NUMBER = re.compile(r"(?<![\w.])-?\$?\d[\d,]*(?:\.\d+)?")
+_STRICT_LETTER = {task: re.compile(rf"(?<![A-Za-z])\(?([{letters}])\)?(?![A-Za-z])")
+                  for task, letters in (("aqua", "A-E"), ("commonsense_qa", "A-E"), ("date_understanding", "A-F"),
+                                        ("tracking_shuffled_objects", "A-C"))}
+_STRICT_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def strict_answer(task: str, text: str) -> str | None:
+    """The answer the strict rule reads in ``text`` (the part after the prefix): the first number (as a
+    plain decimal: ``1,000`` -> ``1000``, ``75.0`` -> ``75``), a standalone choice letter (``A``, ``(A)``,
+    ``A.``; never a letter inside a word), ``yes`` / ``no`` as words, or for Last Letter the first word
+    without punctuation. None when there is none."""
+    if task in _LETTER_RE:
+        m = _STRICT_LETTER[task].search(text)
+        return m.group(1) if m else None
+    if task in _STRING_NUMBER_TASKS or task in _FLOAT_TOLERANCE:
+        m = _STRICT_NUMBER.search(text)
+        if not m:
+            return None
+        x = float(m.group(0).replace(",", "").replace("$", ""))
+        return format_number(x)
+    if task in ("strategy_qa", "coin_flip"):
+        m = _STRICT_YES_NO.search(text)
+        return m.group(1).lower() if m else None
+    words = re.findall(r"[^\s\"'.,!?;:]+", text)
+    return words[0] if words else None
+
+
+def score_strict(task: str, template: str, completion: str, gold: str, prefix: Prefix = FROM_TEMPLATE) -> Scored:
+    """The strict rule (ours): the answer is the text after the template's answer prefix (the whole completion
+    when the template has none; no answer when the prefix is missing), read by :func:`strict_answer`;
+    numbers compare as numbers (within 1e-6), letters, yes/no and words exactly (yes/no case-insensitively).
+    It exists to show where the official rule's quirks (any capital letter is a choice, ``75.0`` != ``75``
+    on GSM8K) change a number; tables print both."""
+    _check_task(task)
+    pfx = resolve_prefix(template, prefix)
+    if not isinstance(completion, str):
+        raise ValueError(f"completion must be a string, got {type(completion).__name__}")
+    if pfx is None:
+        text, found = completion, True
+    else:
+        index = completion.find(pfx)
+        found = index != -1
+        text = completion[index + len(pfx):] if found else ""
+    pred = strict_answer(task, text)
+    gold_text = gold.strip()
+    if task in _STRING_NUMBER_TASKS or task in _FLOAT_TOLERANCE:
+        want = normalize_gold(task, gold)
+        correct = pred is not None and abs(float(pred) - float(want)) <= 1e-6
+    elif task in ("strategy_qa", "coin_flip"):
+        correct = pred is not None and pred == gold_text.lower()
+    else:
+        correct = pred is not None and pred == gold_text
+    return Scored(extracted=pred, correct=correct, contains_answer=correct, correct_format=found)
+
+
+# --------------------------------------------------------------------------------------------------------
 # Numeric rules beside the official evaluator: FDD's executed program-of-thought answers (methods.md 4.3)
 # and agreement between teacher samples of a new problem (no gold yet).
 

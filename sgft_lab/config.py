@@ -78,7 +78,9 @@ class StudentConfig:
     lora_dropout: float = setting(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     padding_side: str = setting("left", choices=("left", "right"))
-    use_chat_template: bool = False
+    # Instruct students: every prompt (training and generation) is one user message in the tokenizer's chat
+    # template (methods.md 3.3 for SGFT's guide and response models; zero-shot then asks the bare question).
+    chat_template: bool = False
     dtype: str = setting("float32", choices=("float32", "bfloat16", "float16"))
     trust_remote_code: bool = False
     # The tiny student: a Llama built from this config, tokenizer trained on the task's own text.
@@ -91,7 +93,15 @@ class StudentConfig:
     # Sequence limits (tokens).
     max_input_tokens: int = setting(512, ge=1)
     max_label_tokens: int = setting(512, ge=1)
-    max_new_tokens: int = setting(256, ge=1)
+    max_new_tokens: int = setting(256, ge=1)  # evaluation: new tokens per completion (when max_length is null)
+    # Evaluation as Fine-tune-CoT's code decodes (src/custom/model.py): `generate(max_length=...)`, the prompt
+    # included for decoders; truncate_early: 256 in epochs 0 and 1. null = by protocol (paper: 1024, true;
+    # clean: max_new_tokens, false).
+    max_length: Optional[int] = setting(None, ge=1)
+    truncate_early: Optional[bool] = None
+    # GPT-2 as Fine-tune-CoT trained and evaluated it: every sequence left-padded (pad = EOS) to the longest of
+    # its whole split, no position ids, and generation without an attention mask (the pads are attended).
+    official_padding: bool = False
     # Evaluation decoding (students/generation.py): auto (static KV cache + compiled steps on CUDA decoders,
     # HF `generate` elsewhere) | eager (HF `generate`) | static (static KV cache; compiled on CUDA) | vllm
     decode: Decode = Decode.auto
@@ -130,6 +140,7 @@ class TeacherConfig:
     requests_per_minute: Optional[float] = setting(None, gt=0)
     tokens_per_minute: Optional[float] = setting(None, gt=0)
     max_retries: int = setting(8, ge=0)
+    retry_passes: int = setting(3, ge=0)  # end-of-stage passes over requests that ran out of retries
     backoff_base_s: float = setting(0.5, ge=0)
     backoff_max_s: float = setting(60.0, ge=0)
     request_timeout_s: float = setting(120.0, gt=0)
@@ -300,6 +311,10 @@ class FineTuneCoTConfig(RationaleSettings, MethodConfig):
     def uses_teacher(self) -> bool:
         return True
 
+    def rationale_temperature(self) -> float:
+        """Stage 1's temperature: greedy for Fine-tune-CoT's one rationale, T for diverse reasoning's D."""
+        return 0.0 if self.diverse_samples == 1 else self.diverse_temperature
+
 
 PAPER_D = {"multiarith": 64, "svamp": 64}  # methods.md 2.6: D per task in the headline tables ...
 PAPER_D_DEFAULT = 8  # ... and for every other task
@@ -312,6 +327,10 @@ class DiverseReasoningConfig(FineTuneCoTConfig):
 
     name: str = "diverse_reasoning"
     diverse_samples: Optional[int] = setting(None, ge=1)
+
+    def rationale_temperature(self) -> float:
+        """Always sampled: D = 1 is the first T = 0.7 sample (the official ft_cot_t70_1aug), not the greedy one."""
+        return self.diverse_temperature
 
 
 @dataclass
@@ -414,6 +433,9 @@ class SGFTConfig(RationaleSettings, MethodConfig):
     teacher_sg_on_test: Optional[bool] = None  # None: only with the reference teacher (free) | true | false
     cot_ft: bool = True  # the CoT fine-tuning baseline
     cot_ft_scales: list[int] = setting(factory=lambda: [1], ge=1)  # CoT samples = scale x n_sg
+    # methods.md 3.8's CoT-FT baseline: every training question with this many rationales at T (4 on GSM8K,
+    # at most 29,892 samples); system `cot_ft`. null: the scaled baselines only.
+    cot_ft_per_question: Optional[int] = setting(None, ge=1)
     cot_ft_init: str = setting("response", choices=("response", "guide"))  # what CoT-FT fine-tunes
     diverse_temperature: float = setting(0.7, ge=0)  # CoT-FT: several rationales per question at this T
 
@@ -441,6 +463,7 @@ class FDDConfig(RationaleSettings, MethodConfig):
     rounds: int = setting(3, ge=1)  # feedback rounds after round 0 (R+1 students are trained)
     retrain: str = setting("base", choices=("base", "continue"))  # each round from the base student | previous
     epochs_per_round: Optional[int] = setting(2, ge=1)  # CPU budget (methods.md 4.2: 10); null = max_epochs
+    dev_fraction: float = setting(0.05, gt=0, lt=1)  # each round's model is selected on this share of its data
     eval_every_n_epochs: Optional[int] = setting(2, ge=1)  # null = trainer.eval_every_n_epochs
     easy_prompt: str = FDD_EASY_PROMPT
     hard_prompt: str = FDD_HARD_PROMPT
@@ -488,6 +511,9 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
 # The root
 
 
+PROTOCOLS = ("clean", "paper")
+
+
 @dataclass
 class Config:
     method: Any = None  # one of METHOD_SCHEMAS (its option's schema, chosen by `method=NAME`)
@@ -500,6 +526,11 @@ class Config:
     seed: int = 0
     experiment: Optional[str] = None  # name of the experiment preset, if any
     tier: Optional[TierConfig] = None  # tier=embedded (conf/tier/embedded.yaml); None = the preset's own scale
+    # paper: what the paper's code did (the whole official train split, no validation, per-epoch test, the
+    #   best test epoch reported as the paper's selection, its decoding length). clean: a seeded validation
+    #   carve, model selection on validation only, the test split read once (sgft_lab/run.py).
+    protocol: str = setting("clean", choices=PROTOCOLS)
+    dry_run: bool = False  # compose, validate, load the data, write plan.json; no teacher, no model, no training
     print_table: bool = True
 
 
@@ -530,10 +561,20 @@ def validate(cfg: Any, task_overrides: list[str] | None = None) -> Config:
         obj.method = method_config(method)
     except OmegaConfBaseException as e:
         raise config_error(e) from None
-    if isinstance(obj.method, DiverseReasoningConfig) and obj.method.diverse_samples is None:
-        obj.method.diverse_samples = PAPER_D.get(obj.benchmark.name, PAPER_D_DEFAULT)
+    resolve(obj)
     check(obj)
     return obj
+
+
+def resolve(c: Config) -> None:
+    """Settings whose null means "as the paper / the protocol says", made explicit (saved in config.yaml)."""
+    if isinstance(c.method, DiverseReasoningConfig) and c.method.diverse_samples is None:
+        c.method.diverse_samples = PAPER_D.get(c.benchmark.name, PAPER_D_DEFAULT)
+    paper = c.protocol == "paper"
+    if c.student.max_length is None and paper:
+        c.student.max_length = 1024  # Fine-tune-CoT: generate(max_length=1024), the prompt included
+    if c.student.truncate_early is None:
+        c.student.truncate_early = paper  # ... and 256 in epochs 0 and 1
 
 
 def method_config(node: Any) -> MethodConfig:
@@ -683,20 +724,29 @@ def to_plain(obj: Any) -> Any:
 
 
 def is_secret_key(key: str) -> bool:
-    """`api_key`, `hf_token`, `client_secret`, `password`... but not `max_new_tokens` or `api_key_env` (a name)."""
-    k = str(key).lower()
-    if k.endswith("_env") or k.endswith("_file"):
-        return False
-    return "api_key" in k or bool({"token", "secret", "password", "apikey"} & set(k.split("_")))
+    """`api_key`, `hf_token`, `client_secret`, `password`, `api-key`... but not `max_new_tokens` or `api_key_env`
+    (a name). One rule with the override redaction of ``teachers.secrets.redact_text``."""
+    from .teachers.secrets import is_secret_setting
+
+    return is_secret_setting(str(key))
 
 
 def redact(obj: Any) -> Any:
-    """Copy of a plain container with secret-looking values replaced (for saved configs and loggers)."""
+    """Copy of a plain container with secret-looking values replaced (for saved configs and loggers): the value
+    of a secret key (:func:`is_secret_key`) becomes ``***REDACTED***``, and every other string value goes
+    through ``teachers.secrets.redact_text`` -- credentials inside URLs (``http://user:KEY@host``,
+    ``?api_key=KEY``) and secret ``name=value`` settings in strings (overrides) become ``***``."""
+    from .teachers.secrets import redact_text
+
     if isinstance(obj, dict):
         return {k: ("***REDACTED***" if is_secret_key(k) and v not in (None, "") else redact(v))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(redact(v) for v in obj)
+    if isinstance(obj, str):
+        return redact_text(obj)
     return obj
 
 

@@ -26,6 +26,10 @@ class DataError(SgftError):
     kind = "data"
 
 
+class DataFileMissing(DataError, FileNotFoundError):
+    """A data file (or its folder) does not exist; the message names it and how to point sgft_lab at it."""
+
+
 class TeacherError(SgftError):
     """The teacher stage cannot complete (a server down, a replay file lacking prompts ...)."""
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .answers import score
+from .answers import score, score_strict
 from .benchmarks.record import Example
 from .data.formats import student_input
 from .io import read_jsonl, write_jsonl
@@ -34,6 +34,14 @@ class EvalSpec:
     max_input_tokens: int | None = None  # prompts are cut exactly as in training
     scorer: Scorer | None = None  # (examples, completions, split) -> rows; None: Fine-tune-CoT's evaluator
     metric: str = "ftcot"  # the scorer's name in results (ftcot, fdd_numeric)
+    max_length: int | None = None  # Fine-tune-CoT's generate(max_length): replaces max_new_tokens when set
+    truncate_early: bool = False  # ... and 256 in epochs 0 and 1 (the official code's time saver)
+
+    def length(self, epoch: int | None) -> int | None:
+        """The max_length of an evaluation after ``epoch`` (None: bounded by max_new_tokens)."""
+        if self.max_length is not None and self.truncate_early and epoch is not None and epoch < 2:
+            return min(256, self.max_length)
+        return self.max_length
 
     def prompts(self, examples: Sequence[Example], family: str) -> list[str]:
         return [student_input(self.template, ex.question, family) for ex in examples]
@@ -44,30 +52,52 @@ class EvalSpec:
         return score_rows(examples, completions, self, split)
 
 
+def student_spec(ctx, template: str, student_cfg=None, **kw) -> EvalSpec:
+    """How a trained student is evaluated in this run: its template, its decoding length (max_new_tokens,
+    or Fine-tune-CoT's max_length with truncate_early), the trainer's evaluation batch."""
+    s = student_cfg or ctx.cfg.student
+    return EvalSpec(ctx.task, template, s.max_new_tokens, ctx.cfg.trainer.eval_batch_size,
+                    max_input_tokens=s.max_input_tokens, max_length=s.max_length,
+                    truncate_early=bool(s.truncate_early), **kw)
+
+
 def predict(student, examples: Sequence[Example], spec: EvalSpec, *, prompts: Sequence[str] | None = None,
-            split: str = "test", progress: bool = True) -> list[dict]:
-    """Greedy completions for ``examples``, scored; one prediction row per example."""
+            split: str = "test", progress: bool = True, epoch: int | None = None) -> list[dict]:
+    """Greedy completions for ``examples`` (after ``epoch``, for truncate_early), scored; one row each."""
     if prompts is None:
         prompts = spec.prompts(examples, student.family)
     completions = student.generate(list(prompts), max_new_tokens=spec.max_new_tokens,
                                    batch_size=spec.batch_size, progress=progress,
-                                   max_input_tokens=spec.max_input_tokens)
-    return spec.score(examples, completions, split)
+                                   max_input_tokens=spec.max_input_tokens, label=f"eval {split}",
+                                   max_length=spec.length(epoch))
+    rows = spec.score(examples, completions, split)
+    return [dict(r, epoch=epoch) for r in rows] if epoch is not None else rows
 
 
 def score_rows(examples: Sequence[Example], completions: Sequence[str], spec: EvalSpec, split: str) -> list[dict]:
+    """One row per question: Fine-tune-CoT's official verdict (``correct``, ``extracted``, its flags) and the
+    strict rule's beside it (``strict_correct``, ``strict_extracted``; answers.score_strict)."""
     rows = []
+    kw = {} if spec.prefix is None else {"prefix": spec.prefix}
     for ex, c in zip(examples, completions):
-        kw = {} if spec.prefix is None else {"prefix": spec.prefix}
         s = score(spec.task, spec.template, c, ex.answer, **kw)
+        st = score_strict(spec.task, spec.template, c, ex.answer, **kw)
         rows.append({"id": ex.id, "split": split, "question": ex.question, "completion": c,
                      "extracted": s.extracted, "answer": ex.answer, "correct": s.correct,
-                     "contains_answer": s.contains_answer, "correct_format": s.correct_format})
+                     "contains_answer": s.contains_answer, "correct_format": s.correct_format,
+                     "strict_extracted": st.extracted, "strict_correct": st.correct})
     return rows
 
 
-def accuracy(rows: Sequence[dict]) -> float:
-    return sum(bool(r["correct"]) for r in rows) / len(rows) if rows else 0.0
+def accuracy(rows: Sequence[dict], key: str = "correct") -> float:
+    return sum(bool(r[key]) for r in rows) / len(rows) if rows else 0.0
+
+
+def strict_accuracy(rows: Sequence[dict]) -> float | None:
+    """The strict rule's accuracy, or None when the rows carry no strict verdict (e.g. executed PoT)."""
+    if not rows or any("strict_correct" not in r for r in rows):
+        return None
+    return accuracy(rows, "strict_correct")
 
 
 _EPOCH_FILE = re.compile(r"epoch_(\d{3,})\.jsonl")
@@ -88,6 +118,9 @@ def epoch_history(paths: RunPaths) -> list[dict]:
             if sub:
                 entry[f"{split}_accuracy"] = accuracy(sub)
                 entry[f"n_{split}"] = len(sub)
+                strict = strict_accuracy(sub)
+                if strict is not None:
+                    entry[f"{split}_strict_accuracy"] = strict
         hist.append(entry)
     return hist
 
@@ -118,9 +151,12 @@ def summarize(history: list[dict]) -> dict:
 
 
 def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths: RunPaths,
-                  every_n_epochs: int = 1, progress: bool = True):
+                  every_n_epochs: int = 1, progress: bool = True, keep_best: bool = False):
     """The per-epoch evaluator, one for every method: after every n-th epoch (and the last) rank 0 asks and
-    scores the student as ``spec`` says on each split and saves the prediction rows."""
+    scores the student as ``spec`` says on each split and saves the prediction rows. ``keep_best``: when the
+    ``val`` accuracy beats every earlier epoch's (read back from the saved predictions, so a resumed run
+    remembers), the student's weights are saved to ``paths.best_weights`` -- the model the clean protocol
+    tests once at the end (ties keep the earliest epoch)."""
     import lightning.pytorch as pl
 
     class GenerationEvaluator(pl.Callback):
@@ -131,12 +167,18 @@ def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths
                 return
             if trainer.global_rank != 0:
                 return
-            rows = []
+            best = max((h["val_accuracy"] for h in epoch_history(paths)
+                        if h["epoch"] < epoch and "val_accuracy" in h), default=None)
+            rows, scores = [], {}
             for split, examples in eval_sets.items():
-                split_rows = predict(pl_module.student, examples, spec, split=split, progress=progress)
+                split_rows = predict(pl_module.student, examples, spec, split=split, progress=progress,
+                                     epoch=epoch)
                 rows += split_rows
-                pl_module.log(f"{split}_accuracy", accuracy(split_rows), on_epoch=True, rank_zero_only=True)
-            write_jsonl(paths.predictions(epoch), rows)
+                scores[split] = accuracy(split_rows)
+                pl_module.log(f"{split}_accuracy", scores[split], on_epoch=True, rank_zero_only=True)
+            if keep_best and "val" in scores and (best is None or scores["val"] > best):
+                pl_module.student.save_trainable(paths.best_weights)  # before the predictions: a kill
+            write_jsonl(paths.predictions(epoch), rows)  # in between re-evaluates this epoch on resume
             log_prediction_table(trainer, rows, epoch)
             pl_module.student.model.train()
 

@@ -50,12 +50,20 @@ class RunPaths:
         return self.predictions_dir / f"epoch_{epoch:03d}.jsonl"
 
     @property
+    def test_predictions(self) -> Path:  # clean protocol: the one test read, at the selected epoch
+        return self.predictions_dir / "test.jsonl"
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints_dir / "last.ckpt"
+
+    @property
+    def best_weights(self) -> Path:  # the best validation epoch's weights (clean protocol, FDD's dev split)
+        return self.checkpoints_dir / "best.pt"
 
     # --- teacher data -------------------------------------------------------------------------------------
     @property

@@ -32,9 +32,10 @@ FEW_SHOT_FILE = Path("fine_tune_cot_splits") / "few_shot_cot_prompts.json"
 # --- prompts (exact strings, methods.md 2.4 and 5) ----------------------------------------------------------
 
 
-def zero_shot_prompt(question: str, family: str) -> str:
-    """Fine-tune-CoT's zs input (decoder and encoder-decoder forms)."""
-    return student_input("zs", question, family)
+def zero_shot_prompt(question: str, family: str, chat: bool = False) -> str:
+    """Fine-tune-CoT's zs input (decoder and encoder-decoder forms); for a chat student the bare question,
+    which its chat template then wraps (methods.md 5, our choice for SGFT's chat models)."""
+    return question.strip() if chat else student_input("zs", question, family)
 
 
 def zero_shot_cot_prompt(question: str, rationale: str | None = None) -> str:
@@ -113,7 +114,7 @@ def zero_shot(student, eval_sets: dict[str, Sequence[Example]], *, task: str, ba
     """The zs prompt, ``student.cfg.max_new_tokens`` new tokens, input cut at ``student.cfg.max_input_tokens``."""
     items = _flat(eval_sets)
     c = student.cfg
-    completions = student.generate([zero_shot_prompt(ex.question, student.family) for _, ex in items],
+    completions = student.generate([zero_shot_prompt(ex.question, student.family, student.chat) for _, ex in items],
                                    max_new_tokens=c.max_new_tokens, batch_size=batch_size, progress=progress,
                                    max_input_tokens=c.max_input_tokens)
     return _rows(items, completions, EvalSpec(task, "zs", c.max_new_tokens, batch_size))
@@ -149,5 +150,5 @@ def count_truncated(student, prompts: Sequence[str], max_input_tokens: int) -> i
     """How many prompts exceed ``max_input_tokens`` (Fine-tune-CoT cuts them from the right)."""
     from .students.encode import prompt_ids
 
-    return sum(len(prompt_ids(student.tokenizer, student.family, p, chat=student.cfg.use_chat_template))
+    return sum(len(prompt_ids(student.tokenizer, student.family, p, chat=student.cfg.chat_template))
                > max_input_tokens for p in prompts)

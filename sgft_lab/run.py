@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import Config, ConfigError, redact, to_plain
+from .config import PROTOCOLS, Config, ConfigError, redact, to_plain
+from .teachers.secrets import redact_text
 from .io import atomic_write_text, write_json
 from .paths import HydraJob, RunPaths, run_dir_for, run_name, teacher_cache_path
 
@@ -47,6 +48,8 @@ class Entry:
     epoch: int | None = None
     round: int | None = None
     metric: str = "ftcot"  # the scoring rule (ftcot: Fine-tune-CoT's evaluator; fdd_numeric: executed PoT)
+    strict_accuracy: float | None = None  # the strict rule's accuracy on the same rows (answers.score_strict)
+    protocol: str = "clean"  # the protocol that produced the number (config `protocol`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +69,10 @@ def model_info(student) -> dict:
 
 
 def epoch_entries(history: Sequence[dict], *, system: str = "student", round: int | None = None,
-                  metric: str = "ftcot") -> list[Entry]:
-    """The three protocols of methods.md 1.4 (never mixed) from a per-epoch history, test and val."""
+                  metric: str = "ftcot", protocol: str = "paper") -> list[Entry]:
+    """The selections of methods.md 1.4 (never mixed) that a per-epoch history supports, test and val: with
+    test evaluated every epoch (protocol paper) the final and the best test epoch; with val too, also the
+    best validation epoch."""
     from .evaluation import summarize
 
     s = summarize(history)
@@ -80,16 +85,19 @@ def epoch_entries(history: Sequence[dict], *, system: str = "student", round: in
         for split in ("test", "val"):
             if f"{split}_accuracy" in h:
                 out.append(Entry(system, split, h[f"{split}_accuracy"], h[f"n_{split}"], selection, sel["epoch"],
-                                 round, metric))
+                                 round, metric, h.get(f"{split}_strict_accuracy"), protocol))
     return out
 
 
 def rows_entry(rows: Sequence[dict], *, system: str = "student", split: str = "test", round: int | None = None,
-               metric: str = "ftcot") -> Entry:
-    """One single evaluation (no epochs to choose from) of ``rows`` (evaluation.score_rows)."""
-    from .evaluation import accuracy
+               metric: str = "ftcot", protocol: str = "clean", selection: str = "single",
+               epoch: int | None = None) -> Entry:
+    """One evaluation of ``rows`` (evaluation.score_rows): evaluated once (no epochs to choose from), or the
+    test read of the clean protocol at the selected ``epoch``."""
+    from .evaluation import accuracy, strict_accuracy
 
-    return Entry(system, split, accuracy(rows), len(rows), "single", None, round, metric)
+    return Entry(system, split, accuracy(rows), len(rows), selection, epoch, round, metric, strict_accuracy(rows),
+                 protocol)
 
 
 class RunContext:
@@ -207,24 +215,15 @@ class RunContext:
     def add(self, entries: Sequence[Entry]) -> None:
         self.entries.extend(entries)
 
-    def record_training(self, paths: RunPaths, outcome, student=None, *, system: str = "student",
-                        round: int | None = None, metric: str = "ftcot", headline: bool = True) -> dict:
-        """A training stage's per-epoch evaluations (read back from its prediction files) as entries; with
-        ``headline`` also the run's headline metrics, speed, student and resume point. Returns the stage's
-        ``{history, metrics}``."""
-        from .evaluation import epoch_history, summarize
-
-        history = epoch_history(paths)
-        self.add(epoch_entries(history, system=system, round=round, metric=metric))
-        metrics = summarize(history)
-        if headline:
-            self.metrics = metrics
-            self.details["history"] = history
-            self.speed = {**outcome.speed(), "train_time_s": round_(outcome.train_time_s)}
-            self.resumed_from_checkpoint = outcome.resumed_from_checkpoint
-            if student is not None:
-                self.models["student"] = model_info(student)
-        return {"history": history, "metrics": metrics}
+    def record_headline(self, stage: dict, outcome, student=None) -> None:
+        """A training stage (training.train_and_evaluate's result) as the run's headline: its metrics and
+        history, the training speed, the resume point and the student."""
+        self.metrics = stage["metrics"]
+        self.details["history"] = stage["history"]
+        self.speed = {**outcome.speed(), "train_time_s": round_(outcome.train_time_s)}
+        self.resumed_from_checkpoint = outcome.resumed_from_checkpoint
+        if student is not None:
+            self.models["student"] = model_info(student)
 
     def require_samples(self, pairs: Sequence, report: dict, what: str) -> None:
         """A filter that kept nothing ends the run here, with the counts and what to change."""
@@ -271,6 +270,7 @@ class RunContext:
             "timings_s": self.timings,
             "resumed_from_checkpoint": self.resumed_from_checkpoint,
             "wall_time_s": round(time.time() - self.t0, 2),
+            "environment": environment(),
             "details": self.details,
         })
 
@@ -284,16 +284,19 @@ def prepare(cfg: Config, job: HydraJob, run_dir: str | os.PathLike | None = None
     save the config, seed. ``run_dir`` replaces the identity's folder (notebooks, tests)."""
     from .benchmarks import load_benchmark
 
-    splits = load_benchmark(cfg.benchmark, cfg.paths.data_dir, require_train=cfg.method.uses_training())
+    splits = load_benchmark(cfg.benchmark, cfg.paths.data_dir, require_train=cfg.method.uses_training(),
+                            protocol=cfg.protocol)
     if check is not None:
         check(cfg, splits)
     paths = RunPaths(run_dir_for(cfg, job) if run_dir is None else Path(run_dir))
     save_config(cfg, paths, job)
     seed_everything(cfg.seed)
-    if cfg.trainer.threads:
-        import torch
+    import torch
 
+    if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    if cfg.protocol == "paper" and torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls, as Fine-tune-CoT's custom_train.py sets
     return RunContext(cfg, paths, splits, job)
 
 
@@ -326,9 +329,16 @@ def finish(ctx: RunContext, ok: bool) -> dict | None:
 
 
 def execute(cfg: Config, job: HydraJob | None = None, run_dir: str | os.PathLike | None = None) -> dict:
-    """prepare -> the method -> finish (in a finally); returns results.json's content."""
+    """prepare -> the method -> finish (in a finally); returns results.json's content. ``dry_run``: the
+    plan only (sgft_lab/plan.py): nothing is prepared, nothing is paid for."""
     from .methods import get_method
 
+    if cfg.dry_run:
+        from .plan import make_plan, print_plan
+
+        plan = make_plan(cfg, job or HydraJob(), run_dir)
+        print_plan(plan)
+        return plan
     method = get_method(cfg.method.name)
     ctx = prepare(cfg, job or HydraJob(), run_dir, check=getattr(method, "check", None))
     ok = False
@@ -353,15 +363,50 @@ def save_config(cfg: Config, paths: RunPaths, job: HydraJob) -> None:
             raise ConfigError(f"{paths.run_dir} holds a run with a different config (compare {paths.config}); "
                               "delete that folder or set paths.output_dir to start afresh")
     atomic_write_text(paths.config, text)
-    atomic_write_text(paths.overrides, "\n".join(job.overrides) + "\n")
+    atomic_write_text(paths.overrides, "\n".join(redact_text(o) for o in job.overrides) + "\n")
 
 
 def _identity(cfg: dict) -> dict:
     """The config fields that define a run (not where it writes or how it displays progress)."""
-    c = {k: v for k, v in cfg.items() if k not in ("paths", "logger", "print_table")}
+    c = {k: v for k, v in cfg.items() if k not in ("paths", "logger", "print_table", "dry_run")}
     c["trainer"] = {k: v for k, v in c.get("trainer", {}).items()
                     if k not in ("enable_progress_bar", "eval_batch_size", "num_workers", "threads")}
     return c
+
+
+def environment() -> dict[str, Any]:
+    """What produced the numbers: library versions and the hardware (CPU model, its vector extensions and
+    the threads used, or the GPU and CUDA), so a number that another machine does not reproduce can be traced."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def v(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    env.update({pkg: v(pkg) for pkg in ("torch", "transformers", "peft", "lightning", "bitsandbytes", "sgft-lab")})
+    flags, model = set(), platform.processor() or None
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    env.update(cpu=model, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+               cpu_vector_isa=[f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags])
+    if torch.cuda.is_available():
+        env.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
+                   float32_matmul_precision=torch.get_float32_matmul_precision())
+    return env
 
 
 def seed_everything(seed: int) -> None:
@@ -477,26 +522,30 @@ def print_results_table(results: dict) -> None:
     if global_rank() != 0:
         return
     r = results["run"]
-    t = Table(title=f"{r['method']} on {r['benchmark']} (student {r['student']}, seed {r['seed']})")
+    protocols = sorted({e["protocol"] for e in results["entries"]})
+    t = Table(title=f"{r['method']} on {r['benchmark']} (student {r['student']}, seed {r['seed']}, "
+                    f"protocol {'/'.join(protocols)})")
     t.add_column("system")
     t.add_column("test accuracy", justify="right")
+    t.add_column("strict rule", justify="right")
     t.add_column("model selection")
     for e in results["entries"]:
         if e["split"] != "test":
             continue
         epoch = f", epoch {e['epoch']}" if e.get("epoch") is not None else ""
         metric = f" [{e['metric']}]" if e.get("metric") not in (None, "ftcot") else ""
-        t.add_row(entry_label(e["system"], e.get("round")) + metric,
-                  f"{100 * e['accuracy']:.2f}% (n={e['n']})", SELECTION_LABELS[e["selection"]] + epoch)
+        strict = e.get("strict_accuracy")
+        t.add_row(entry_label(e["system"], e.get("round")) + metric, f"{100 * e['accuracy']:.2f}% (n={e['n']})",
+                  "" if strict is None else f"{100 * strict:.2f}%", SELECTION_LABELS[e["selection"]] + epoch)
     for k, v in results.get("data", {}).items():
         if isinstance(v, (int, float)):
-            t.add_row(k, str(v), "")
+            t.add_row(k, str(v), "", "")
     f = results.get("details", {}).get("filter")
     if isinstance(f, dict) and "kept" in f:
-        t.add_row("teacher samples kept by the filter", f"{f['kept']}/{f.get('total', f.get('questions'))}", "")
+        t.add_row("teacher samples kept by the filter", f"{f['kept']}/{f.get('total', f.get('questions'))}", "", "")
     t.add_row("teacher calls (cache hits)", f"{results['teacher']['calls']} ({results['teacher']['cache_hits']})",
-              "")
-    t.add_row("wall time", f"{results['wall_time_s']:.1f} s", "")
+              "", "")
+    t.add_row("wall time", f"{results['wall_time_s']:.1f} s", "", "")
     Console().print(t)
 
 
@@ -512,7 +561,26 @@ def hydra_job() -> HydraJob:
     multirun = hc.mode == RunMode.MULTIRUN
     return HydraJob(sweep_dir=str(hc.sweep.dir) if multirun else None,
                     job_num=int(hc.job.num) if multirun else None,
-                    override_dirname=str(hc.job.override_dirname or ""), overrides=tuple(hc.overrides.task))
+                    override_dirname=identity_overrides(hc.overrides.task,
+                                                        hc.job.config.override_dirname.exclude_keys),
+                    overrides=tuple(hc.overrides.task))
+
+
+def identity_overrides(task: Sequence[str], exclude: Sequence[str]) -> str:
+    """Hydra's ``override_dirname`` (sorted ``key=value``s joined by ','), also leaving out every key under an
+    excluded group that does not change results (``paths.output_dir=...``, ``logger.wandb=...``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    skip = ("paths.", "logger.", "hydra.")
+    lines = sorted(o.input_line for o in OverridesParser.create().parse_overrides(list(task))
+                   if o.key_or_group not in exclude and not o.key_or_group.startswith(skip))
+    text = ",".join(lines)
+    if redact_text(text) != text:  # a credential (teacher.base_url=http://user:KEY@...) never names a folder
+        import hashlib
+
+        return ",".join(redact_text(x) for x in lines).replace("***", "REDACTED") + "-" + \
+            hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -520,7 +588,7 @@ def hydra_job() -> HydraJob:
 
 
 _RUN_KEYS = {"method": str, "benchmark": str, "student": str, "seed": int, "overrides": list, "run_dir": str}
-_ENTRY_KEYS = {"system": str, "split": str, "accuracy": (int, float), "n": int, "selection": str}
+_ENTRY_KEYS = {"system": str, "split": str, "accuracy": (int, float), "n": int, "selection": str, "protocol": str}
 
 
 def check_results(results: Any, where: str = "results.json") -> None:
@@ -544,8 +612,12 @@ def check_results(results: Any, where: str = "results.json") -> None:
         for key, kind in _ENTRY_KEYS.items():
             if not isinstance(e.get(key), kind) or isinstance(e.get(key), bool):
                 raise ValueError(f"{where}: entries[{i}].{key} is missing or has the wrong type")
-        if e["selection"] not in SELECTIONS or e["split"] not in ("val", "test") or not 0 <= e["accuracy"] <= 1:
-            raise ValueError(f"{where}: entries[{i}]: selection, split or accuracy out of range")
+        if e["selection"] not in SELECTIONS or e["split"] not in ("val", "test") or not 0 <= e["accuracy"] <= 1 \
+                or e["protocol"] not in PROTOCOLS:
+            raise ValueError(f"{where}: entries[{i}]: selection, split, accuracy or protocol out of range")
+        strict = e.get("strict_accuracy")
+        if strict is not None and (not isinstance(strict, (int, float)) or not 0 <= strict <= 1):
+            raise ValueError(f"{where}: entries[{i}].strict_accuracy is not a fraction")
         if (e["selection"] == "single") != (e.get("epoch") is None):
             raise ValueError(f"{where}: entries[{i}].epoch: set exactly when an epoch was selected")
         if e.get("round") is not None and not isinstance(e["round"], int):

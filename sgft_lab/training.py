@@ -259,10 +259,11 @@ def checkpoint_callback(tc: TrainerConfig, paths: RunPaths):
 
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
         spec: EvalSpec | None, paths: RunPaths, *, loggers: Sequence | None = None, datamodule=None,
-        callbacks: Sequence = ()) -> FitOutcome:
+        callbacks: Sequence = (), keep_best: bool = False) -> FitOutcome:
     """Train ``student`` on ``train_pairs``; evaluate on ``eval_sets`` as ``spec`` says (its prompts and its
     scorer) after every ``trainer.eval_every_n_epochs``-th epoch and the last; no eval sets, no evaluation.
 
+    ``keep_best``: save the best validation epoch's weights (evaluation.make_callback).
     ``paths``: the stage's folder (checkpoints, predictions, metrics.csv). ``loggers``: the stage's Lightning
     loggers (``RunContext.fit_loggers``; default: a CSV log in ``paths``). ``datamodule`` replaces the default
     CoTDataModule over ``train_pairs``. ``callbacks``: extra Lightning callbacks (e.g. SGFT's LISA layer
@@ -297,7 +298,7 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     callbacks = [monitor, *callbacks]
     if evaluate:
         callbacks.append(make_callback(eval_sets, spec, paths, tc.eval_every_n_epochs,
-                                       progress=tc.enable_progress_bar))
+                                       progress=tc.enable_progress_bar, keep_best=keep_best))
     if tc.save_checkpoints:
         # Only `last.ckpt`, rewritten each epoch: enough to resume, and LoRA checkpoints hold adapters only.
         callbacks.append(checkpoint_callback(tc, paths))
@@ -335,3 +336,67 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         peak_memory_kind=t["kind"], train_tokens=int(t["tokens"]),
         global_rank=trainer.global_rank, world_size=trainer.world_size,
     )
+
+
+def train_and_evaluate(ctx, student, pairs: Sequence[Pair], paths: RunPaths, spec: EvalSpec, *,
+                       cfg: Config | None = None, protocol: str | None = None, select_on: Sequence | None = None,
+                       stage: str | None = None, system: str = "student", round: int | None = None,
+                       datamodule=None, callbacks: Sequence = ()) -> dict:
+    """Fine-tune ``student`` on ``pairs`` and evaluate it as the protocol says; record the result entries.
+
+    paper: the test split after every evaluated epoch; the final and the best test epoch are reported (the
+      latter is Fine-tune-CoT's selection for its open students: it selects on test).
+    clean: the validation split (or ``select_on``: a method's own selection set, e.g. FDD's dev split of the
+      round's data) after every evaluated epoch, the best epoch's weights kept (checkpoints/best.pt), then the
+      test split read once with them (predictions/test.jsonl). The student ends holding those weights.
+
+    Returns ``{"history", "metrics", "outcome"}``; ``cfg`` replaces the run's config (a stage's own trainer).
+    """
+    from .errors import DataError
+    from .evaluation import accuracy, epoch_history, predict, strict_accuracy, summarize
+    from .io import read_jsonl, write_jsonl
+    from .run import epoch_entries, rows_entry
+
+    cfg = cfg or ctx.cfg
+    protocol = protocol or cfg.protocol
+    test = ctx.eval_sets(("test",))["test"]
+    if protocol == "paper":
+        eval_sets = {"test": test}
+    else:
+        val = list(select_on) if select_on is not None else ctx.eval_sets(("val",))["val"]
+        if not val:
+            raise DataError(f"protocol {protocol} selects the model on a validation split, but "
+                            f"{cfg.benchmark.name}'s is empty (benchmark.val_fraction / benchmark.n_val)")
+        eval_sets = {"val": val}
+    outcome = fit(cfg, student, pairs, eval_sets, spec, paths, loggers=ctx.fit_loggers(paths, stage),
+                  datamodule=datamodule, callbacks=callbacks, keep_best=protocol != "paper")
+    history = epoch_history(paths)
+    common = {"system": system, "round": round, "metric": spec.metric, "protocol": protocol}
+    if protocol == "paper":
+        entries = epoch_entries(history, **common)
+        ctx.add(entries)
+        return {"history": history, "metrics": {**summarize(history), "protocol": protocol}, "outcome": outcome,
+                "entries": entries}
+    best = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+    rows = read_jsonl(paths.test_predictions) if paths.test_predictions.is_file() else []
+    if not rows or rows[0].get("epoch") != best["epoch"] or len(rows) != len(test):
+        student.load_trainable(paths.best_weights)  # the selected epoch's model; test is read once, here
+        rows = predict(student, test, spec, split="test", progress=ctx.progress, epoch=best["epoch"])
+        write_jsonl(paths.test_predictions, rows)
+    else:
+        student.load_trainable(paths.best_weights)  # a finished stage resumed: hand back the selected model
+    entries = [rows_entry(rows, selection="dev_selected", epoch=best["epoch"], **common), val_entry(best, **common)]
+    ctx.add(entries)
+    metrics = {"accuracy": accuracy(rows), "strict_accuracy": strict_accuracy(rows), "protocol": protocol,
+               "dev_selected": {"epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
+                                "accuracy": accuracy(rows)}}
+    return {"history": history, "metrics": metrics, "outcome": outcome, "entries": entries}
+
+
+def val_entry(best: dict, **common):
+    """The validation number the clean protocol selected on, as a result entry."""
+    from .run import Entry
+
+    return Entry(common["system"], "val", best["val_accuracy"], best["n_val"], "dev_selected", best["epoch"],
+                 common["round"], common["metric"], best.get("val_strict_accuracy"), common["protocol"])
+

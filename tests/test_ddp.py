@@ -25,7 +25,7 @@ def test_ddp_two_cpu_processes_end_to_end(tmp_path: Path):
     run_dir = Path(res["run"]["run_dir"])
     assert len(res["details"]["history"]) == 2
     predictions = sorted(f.name for f in (run_dir / "predictions").iterdir())
-    assert predictions == ["epoch_000.jsonl", "epoch_001.jsonl"]
+    assert predictions == ["epoch_000.jsonl", "epoch_001.jsonl", "test.jsonl"]  # val per epoch, test once
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     # Both ranks trained, each on half of the batches: steps per epoch = ceil(ceil(n / 8) / 2), where one
     # process would take ceil(n / 8) (and a rank that never joined would hang the other).

@@ -33,14 +33,14 @@ OFFICIAL = {  # methods.md 2.7 (train, test)
 }
 
 
-def describe(*args: str, env_data_dir: str | None = None) -> subprocess.CompletedProcess:
+def describe(*args: str, env_data_dir: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SGFT_LAB_DATA_DIR"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if env_data_dir:
         env["SGFT_LAB_DATA_DIR"] = env_data_dir
     return subprocess.run(
         [sys.executable, "-m", "sgft_lab.data", "describe", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -80,11 +80,11 @@ def test_describe_on_fixtures_via_env_and_n_shot():
     assert "n_shot 2: train 4 -> 2" in p.stdout
 
 
-def test_describe_errors_are_one_clear_line():
+def test_describe_errors_are_one_clear_line(tmp_path):
     p = describe("--benchmark", "nope", "--data-dir", str(FIXTURES))
     assert p.returncode == 2 and "unknown benchmark 'nope'; known: single_eq" in p.stderr
     assert "Traceback" not in p.stderr
-    p = describe("--benchmark", "svamp")
+    p = describe("--benchmark", "svamp", cwd=tmp_path)  # no data dir named, none of the defaults exists there
     assert p.returncode == 2 and "SGFT_LAB_DATA_DIR" in p.stderr and "Traceback" not in p.stderr
 
 

@@ -182,7 +182,7 @@ def test_main_embedded_smoke_report_and_wandb(tmp_path: Path):
     assert all(r["run"]["experiment"] == "fine_tune_cot/main" and r["run"]["tier"] == "embedded" for r in results)
     rep = run_sgft([str(sweep)], tmp_path, module="sgft_lab.report")
     assert re.search(
-        r"\| fine_tune_cot \| tiny_small \| [\d.]+K \| 1 \| 1 \| [\d.]+ \[[\d.]+, [\d.]+\] · p† 77\.33",
+        r"\| fine_tune_cot \| paper \| tiny_small \| [\d.]+K \| 1 \| 1 \| [\d.]+ \[[\d.]+, [\d.]+\] · p† 77\.33",
         rep.stdout,
     ), rep.stdout
     for r in results:
@@ -202,7 +202,9 @@ def test_main_embedded_smoke_report_and_wandb(tmp_path: Path):
         tables = sorted(wb.parent.glob("files/media/table/predictions_*.table.json"))
         assert len(tables) == len(r["details"]["history"]) == 2  # one per evaluation (2 epochs)
         t = json.loads(tables[0].read_text())
-        assert t["columns"][:3] == ["epoch", "split", "id"] and len(t["data"]) == 8 + 8
+        # the preset's protocol is paper: test after every epoch, no validation split
+        assert t["columns"][:3] == ["epoch", "split", "id"] and len(t["data"]) == 8
+        assert {row[1] for row in t["data"]} == {"test"}
 
 
 @pytest.mark.slow
@@ -225,9 +227,9 @@ def test_fdd_rounds_embedded_smoke(tmp_path: Path):
     (res,) = results_of(tmp_path / "outputs" / "multirun")
     assert res["run"]["experiment"] == "fdd/rounds" and len(res["details"]["rounds"]) == 2
     rep = run_sgft(
-        [str(tmp_path / "outputs"), "--protocol", "last_epoch"], tmp_path, module="sgft_lab.report"
+        [str(tmp_path / "outputs")], tmp_path, module="sgft_lab.report"
     )
-    assert "| fdd round 0 | tiny |" in rep.stdout and "| fdd round 1 | tiny |" in rep.stdout
+    assert "| fdd round 0 | clean | tiny |" in rep.stdout and "| fdd round 1 | clean | tiny |" in rep.stdout
 
 
 @pytest.mark.slow

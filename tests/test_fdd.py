@@ -268,11 +268,15 @@ def test_cot_end_to_end_records_every_round(cot_run):
     assert d["metric"] == "ftcot" and d["rationale"] == "cot" and len(d["rounds"]) == 3
     sizes = [b["dataset_problems"] for b in d["rounds"]]
     assert sizes[0] == 24 and sizes[0] < sizes[1] < sizes[2]
-    # One result entry per round and protocol; each the round's own number, the headline the last round's.
+    # Per round: its model selected on a 5% dev split of the round's own data (methods.md 4.2), test read once
+    # at that epoch; each the round's own number, the headline the last round's.
     for b in d["rounds"]:
-        (e,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "test"
-                and e["selection"] == "last_epoch"]
-        assert e["accuracy"] == b["metrics"]["last_epoch"]["accuracy"] and e["n"] == 8
+        (e,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "test"]
+        (v,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "val"]
+        assert (e["selection"], e["protocol"], v["selection"]) == ("dev_selected", "clean", "dev_selected")
+        assert e["accuracy"] == b["metrics"]["accuracy"] and e["n"] == 8 and e["epoch"] == v["epoch"]
+        n_solved = b["train_samples"] + b["dev_problems"]  # one rationale per problem that has one
+        assert v["n"] == b["dev_problems"] == max(1, round(0.05 * n_solved))
     assert res["metrics"] == d["rounds"][-1]["metrics"]
     for r in (1, 2):
         c = d["rounds"][r]["counts"]
@@ -280,7 +284,7 @@ def test_cot_end_to_end_records_every_round(cot_run):
         assert c["kept"] == sizes[r] - sizes[r - 1]
         rd = tmp / "run" / "rounds" / f"round_{r}"
         for name in ("dataset.jsonl", "counts.json", "feedback.jsonl", "generated.jsonl", "data/train.jsonl",
-                     "summary.json", "student/weights.pt", "predictions/epoch_000.jsonl"):
+                     "summary.json", "student/weights.pt", "predictions/epoch_000.jsonl", "predictions/test.jsonl"):
             assert (rd / name).is_file(), name
         assert len(read_jsonl(rd / "dataset.jsonl")) == sizes[r]
     rows = read_jsonl(tmp / "run" / "rounds" / "round_2" / "data" / "train.jsonl")
@@ -353,7 +357,8 @@ def test_pot_end_to_end(tmp_path):
     train = read_jsonl(d0 / "data" / "train.jsonl")
     assert train and all(p["input"].endswith(POT_SUFFIX) and "ans =" in p["label"] for p in train)
     preds = read_jsonl(d0 / "predictions" / "epoch_000.jsonl")
-    assert {p["split"] for p in preds} == {"val", "test"} and all("error" in p for p in preds)
+    assert {p["split"] for p in preds} == {"val"} and all("error" in p for p in preds)  # dev only per epoch
+    assert {p["split"] for p in read_jsonl(d0 / "predictions" / "test.jsonl")} == {"test"}
     gen = read_jsonl(tmp_path / "run" / "rounds" / "round_1" / "generated.jsonl")
     kept = [g for g in gen if g["status"] == "kept"]
     assert kept and all(sum(v is not None and abs(v - float(g["answer"])) <= 1e-4 for v in g["votes"]) >= 2

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sgft_lab.benchmarks import load_benchmark
@@ -166,9 +167,15 @@ def test_val_carving_and_n_shot_are_seeded_and_disjoint():
     assert sorted(ids(a.train) + ids(a.val)) == [0, 1, 2]  # val comes out of train; test untouched
     seeds = {tuple(ids(load_real(dataclasses.replace(base, data_seed=k), FIXTURES).val)) for k in range(8)}
     assert len(seeds) > 1  # the seed matters
-    one = load_real(dataclasses.replace(base, n_shot=1), FIXTURES)
-    assert len(one.train) == 1 and set(ids(one.train)) <= set(ids(a.train)) and ids(one.val) == ids(a.val)
-    with pytest.raises(ValueError, match="n_shot=5 exceeds the 2 training questions"):
+    # n-shot: Fine-tune-CoT's subsample_indices over the whole official train split (the same subset under
+    # both protocols); the clean protocol's validation questions then come from the rest
+    official = sorted(np.random.RandomState(0).permutation([0, 1, 2])[:2].tolist())
+    two = load_real(dataclasses.replace(base, n_shot=2), FIXTURES)
+    assert ids(two.train) == official and len(two.val) == 1 and not set(ids(two.val)) & set(official)
+    paper = load_real(dataclasses.replace(base, n_shot=2), FIXTURES, protocol="paper")
+    assert ids(paper.train) == official and paper.val == [] and ids(paper.test) == [3, 4]
+    assert ids(load_real(base, FIXTURES, protocol="paper").train) == [0, 1, 2]  # paper: all of train
+    with pytest.raises(ValueError, match="n_shot=5 exceeds the 3 training questions"):
         load_real(dataclasses.replace(base, n_shot=5), FIXTURES)
 
 
@@ -180,8 +187,9 @@ def test_random_split_for_any_task():
     assert len(r.train) + len(r.test) == 3 and len(r.train) == 2  # round(1.5) = 2 (Python rounding)
 
 
-def test_data_dir_resolution(monkeypatch):
+def test_data_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("SGFT_LAB_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # neither ./data nor ../shared/data here
     with pytest.raises(ValueError, match="needs a data dir.*SGFT_LAB_DATA_DIR"):
         load_real(default_config("coin_flip"))
     monkeypatch.setenv("SGFT_LAB_DATA_DIR", str(FIXTURES))

@@ -27,7 +27,7 @@ def test_fine_tune_cot_end_to_end_and_cached_rerun(tmp_path: Path):
     (res,) = results_of(tmp_path / "outputs" / "runs")
     ident = res["run"]
     assert (ident["method"], ident["teacher"], ident["student"]) == ("fine_tune_cot", "reference", "tiny")
-    assert {"dev_selected", "best_test_epoch", "last_epoch"} <= set(res["metrics"])
+    assert res["metrics"]["protocol"] == "clean" and "best_test_epoch" not in res["metrics"]
     # Every train question was sent to the teacher twice (rationale + answer), nothing came from the cache.
     n = res["data"]["n_train_questions"]
     assert res["teacher"]["calls"] == 2 * n and res["teacher"]["cache_hits"] == 0
@@ -36,16 +36,23 @@ def test_fine_tune_cot_end_to_end_and_cached_rerun(tmp_path: Path):
     assert res["data"]["n_train_samples"] == f["kept"]
     run_dir = Path(ident["run_dir"])
     for name in ("config.yaml", "overrides.txt", "metrics.csv", "teacher/samples.jsonl", "data/train.jsonl",
-                 "checkpoints/last.ckpt"):
+                 "checkpoints/last.ckpt", "checkpoints/best.pt"):
         assert (run_dir / name).exists(), name
-    preds = read_jsonl(run_dir / "predictions" / "epoch_001.jsonl")
-    assert {r["split"] for r in preds} == {"val", "test"}
-    assert set(preds[0]) >= {"question", "completion", "extracted", "answer", "correct"}
-    # The headline entries are the evaluated epochs' own numbers.
-    last = [e for e in res["entries"] if e["selection"] == "last_epoch" and e["split"] == "test"]
-    assert last == [{"system": "student", "split": "test", "accuracy": res["metrics"]["accuracy"], "n": 8,
-                     "selection": "last_epoch", "epoch": 1, "round": None, "metric": "ftcot"}]
-    assert res["metrics"]["accuracy"] == sum(r["correct"] for r in preds if r["split"] == "test") / 8
+    # Clean protocol: validation after every epoch, test never looked at until the selected epoch's model
+    # answers it once.
+    val = {e: read_jsonl(run_dir / "predictions" / f"epoch_{e:03d}.jsonl") for e in (0, 1)}
+    assert all({r["split"] for r in rows} == {"val"} for rows in val.values())
+    assert set(val[0][0]) >= {"question", "completion", "extracted", "answer", "correct", "strict_correct"}
+    acc = {e: sum(r["correct"] for r in rows) / len(rows) for e, rows in val.items()}
+    best = max(acc, key=lambda e: (acc[e], -e))
+    test = read_jsonl(run_dir / "predictions" / "test.jsonl")
+    assert len(test) == 8 and {(r["split"], r["epoch"]) for r in test} == {("test", best)}
+    (t,) = [e for e in res["entries"] if e["split"] == "test"]
+    (v,) = [e for e in res["entries"] if e["split"] == "val"]
+    assert t == {"system": "student", "split": "test", "accuracy": res["metrics"]["accuracy"], "n": 8,
+                 "selection": "dev_selected", "epoch": best, "round": None, "metric": "ftcot",
+                 "strict_accuracy": sum(r["strict_correct"] for r in test) / 8, "protocol": "clean"}
+    assert t["accuracy"] == sum(r["correct"] for r in test) / 8 and v["accuracy"] == acc[best]
     # Training pairs carry the exact ft_cot_token format with the gold answer.
     pair = read_jsonl(run_dir / "data" / "train.jsonl")[0]
     assert pair["input"].endswith(" ###") and pair["label"].startswith(" ") and " --> " in pair["label"]

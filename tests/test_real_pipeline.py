@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_sgft
@@ -45,4 +46,10 @@ def test_fine_tune_cot_on_gsm8k_with_golden_rationales(tmp_path: Path):
     for p in pairs:
         assert p["input"].endswith(" ###") and p["label"].endswith(f" --> {gold[p['example_id']]}")
     preds = read_jsonl(run_dir / "predictions" / "epoch_001.jsonl")
-    assert len(preds) == 64 and {r["split"] for r in preds} == {"val", "test"}
+    assert len(preds) == 32 and {r["split"] for r in preds} == {"val"}  # clean: validation every epoch ...
+    test = read_jsonl(run_dir / "predictions" / "test.jsonl")  # ... test once, at the selected epoch
+    assert len(test) == 32 and {r["split"] for r in test} == {"test"}
+    # n_shot: the official 64-question subset of the whole train split; validation comes from the rest
+    train_ids = {int(s["example_id"].rpartition(":")[2]) for s in samples}
+    official = json.loads((DATA / "fine_tune_cot_splits" / "split" / "gsm8k__default.json").read_text())["train"]
+    assert sorted(train_ids) == sorted(np.random.RandomState(0).permutation(official)[:64].tolist())

@@ -1,4 +1,4 @@
-"""sgft_lab.report: paper numbers, matching, the seeded bootstrap, protocols, the CLI on the fixture."""
+"""sgft_lab.report: paper numbers, matching, the seeded bootstrap, selections and protocols, the CLI on the fixture."""
 
 from __future__ import annotations
 
@@ -190,44 +190,67 @@ def _raw(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
 
 
-def test_fixture_table_means_and_protocols(paper):
+def write_run(d: Path, *, accuracy: float, strict: float | None = None, protocol: str = "clean",
+              selection: str = "dev_selected", benchmark: str = "embedded_arithmetic", seed: int = 0,
+              method: str = "fine_tune_cot", n: int = 40) -> Path:
+    """A minimal valid results.json (schema 2) with one test entry."""
+    d.mkdir(parents=True, exist_ok=True)
+    res = {"schema_version": 2,
+           "run": {"method": method, "benchmark": benchmark, "student": "tiny", "seed": seed, "overrides": [],
+                   "run_dir": str(d), "teacher": "reference"},
+           "metrics": {"accuracy": accuracy}, "data": {}, "models": {}, "details": {},
+           "teacher": {"calls": 0, "cache_hits": 0},
+           "entries": [{"system": "student", "split": "test", "accuracy": accuracy, "n": n, "selection": selection,
+                        "epoch": None if selection == "single" else 1, "round": None, "metric": "ftcot",
+                        "strict_accuracy": strict, "protocol": protocol}]}
+    (d / "results.json").write_text(json.dumps(res))
+    return d
+
+
+def test_fixture_table_means_and_selections(paper):
     runs = load_runs([FTC])
     raw = _raw(FTC)
     assert len(runs) == len(raw) >= 8
-    for protocol in ("best_test_epoch", "last_epoch", "dev_selected"):
-        table = build_table(entries(runs, protocol), protocol=protocol, paper=paper)
+    auto = {"paper": "best_test_epoch", "clean": "dev_selected"}
+    for selection in ("auto", "best_test_epoch", "last_epoch"):
+        table = build_table(entries(runs, selection), selection=selection, paper=paper)
+        assert table.rows
         for row in table.rows:
             for bench, cell in row.cells.items():
-                # the cell mean is the mean over seeds of exactly this protocol's numbers
+                # the cell mean is the mean over seeds of exactly this selection's numbers
                 want = [
-                    e["accuracy"]
+                    e
                     for r in raw
-                    if (r["run"]["method"], r["run"]["student"], r["run"]["benchmark"]) == (row.method, row.student, bench)
+                    if (r["run"]["method"], r["run"]["student"], r["run"]["benchmark"])
+                    == (row.method, row.student, bench)
                     and r["data"].get("rationales_per_question") == row.D
                     for e in r["entries"]
-                    if (e["system"], e["split"], e["selection"]) == ("student", "test", protocol)
+                    if (e["system"], e["split"]) == ("student", "test")
+                    and e["selection"] == (auto[e["protocol"]] if selection == "auto" else selection)
                 ]
                 assert len(want) == len(cell.seeds)
-                assert cell.mean == pytest.approx(100 * sum(want) / len(want))
+                assert cell.mean == pytest.approx(100 * sum(e["accuracy"] for e in want) / len(want))
+                assert cell.strict == pytest.approx(100 * sum(e["strict_accuracy"] for e in want) / len(want))
                 assert cell.low <= cell.mean <= cell.high
+                assert row.protocol == "paper" and cell.selection == ("best_test_epoch" if selection == "auto"
+                                                                      else selection)
     # best_test_epoch >= last_epoch in every run (selection on test is optimistic)
     for r in raw:
         assert r["metrics"]["best_test_epoch"]["accuracy"] >= r["metrics"]["last_epoch"]["accuracy"]
 
 
-def test_protocols_are_never_mixed(tmp_path, paper):
-    """A run without the chosen protocol's number leaves its cell out instead of falling back."""
-    src = next(FTC.rglob("results.json")).parent
-    dst = tmp_path / "run"
-    shutil.copytree(src, dst)
-    res = json.loads((dst / "results.json").read_text())
-    res["entries"] = [e for e in res["entries"] if e["selection"] != "dev_selected"]  # no validation split
-    (dst / "results.json").write_text(json.dumps(res))
-    runs = load_runs([dst])
-    assert entries(runs, "last_epoch")[0].accuracy is not None
-    t = build_table(entries(runs, "dev_selected"), protocol="dev_selected", paper=paper)
-    assert t.rows == [] and t.missing == 1
-    assert "have no `dev_selected` number" in to_markdown(t)
+def test_selections_are_never_mixed_and_protocols_never_merged(tmp_path, paper):
+    """A run without the chosen selection's number leaves its cell out instead of falling back; auto takes
+    each run's protocol's own number; a paper and a clean run of the same cell are two rows."""
+    write_run(tmp_path / "clean", accuracy=0.25, protocol="clean", selection="dev_selected")
+    write_run(tmp_path / "paper", accuracy=0.75, protocol="paper", selection="best_test_epoch")
+    runs = load_runs([tmp_path])
+    t = build_table(entries(runs, "dev_selected"), selection="dev_selected", paper=paper)
+    assert [(r.protocol, c.mean) for r in t.rows for c in r.cells.values()] == [("clean", 25.0)]
+    assert t.missing == 1 and "have no `dev_selected` number" in to_markdown(t)
+    t = build_table(entries(runs, "auto"), selection="auto", paper=paper)
+    assert sorted((r.protocol, c.mean, c.selection) for r in t.rows for c in r.cells.values()) == [
+        ("clean", 25.0, "dev_selected"), ("paper", 75.0, "best_test_epoch")]
 
 
 def test_duplicate_seeds_keep_newest_and_by_splits(tmp_path, paper, capsys):
@@ -242,14 +265,14 @@ def test_duplicate_seeds_keep_newest_and_by_splits(tmp_path, paper, capsys):
             e["accuracy"] = 0.75
     (tmp_path / "b" / "results.json").write_text(json.dumps(res))
     runs = load_runs([tmp_path])
-    t = build_table(entries(runs, "best_test_epoch"), protocol="best_test_epoch", paper=paper)
+    t = build_table(entries(runs, "best_test_epoch"), selection="best_test_epoch", paper=paper)
     assert "two runs" in capsys.readouterr().err
     (row,) = t.rows
     (cell,) = row.cells.values()
     assert len(cell.seeds) == 1
     t = build_table(
         entries(runs, "best_test_epoch", by=["trainer.lr"]),
-        protocol="best_test_epoch",
+        selection="best_test_epoch",
         paper=paper,
         by=["trainer.lr"],
     )
@@ -266,14 +289,16 @@ def test_sgft_and_fdd_entries(paper):
     assert len(sgft) == len(runs) == 4 and all(e.single_evaluation and "->" in e.student for e in sgft)
     assert {e.label for e in es} >= {"sgft", "sgft:response_zero_shot"}
     runs = load_runs([FIXTURE / "fdd_rounds"])
-    es = entries(runs, "last_epoch")
+    es = entries(runs)
     for run in runs:
         rounds = [e for e in es if e.run_dir == str(run.path.parent)]
         details = run.results["details"]["rounds"]
         assert [e.round for e in rounds] == [d["round"] for d in details]
         assert [e.label for e in rounds] == [f"{run.results['run']['method']} round {d['round']}" for d in details]
-        assert [e.accuracy for e in rounds] == [d["metrics"]["last_epoch"]["accuracy"] for d in details]
-    t = build_table(es, protocol="last_epoch", paper=paper)
+        # each round's model is selected on the round's own dev split, then read once on test
+        assert [(e.accuracy, e.selection, e.protocol) for e in rounds] == [
+            (d["metrics"]["accuracy"], "dev_selected", "clean") for d in details]
+    t = build_table(es, paper=paper)
     assert all(c.paper is None for r in t.rows for c in r.cells.values())  # FDD has no published numbers
 
 
@@ -281,13 +306,13 @@ def test_sgft_and_fdd_entries(paper):
 def test_cli_markdown_csv_tex(tmp_path, capsys):
     assert report_main([str(FTC)]) == 0
     md = capsys.readouterr().out
-    assert "protocol `best_test_epoch`" in md and "95% bootstrap" in md
+    assert "selection `auto`" in md and "95% bootstrap" in md and "| paper |" in md
     assert re.search(r"\d+\.\d\d \[\d+\.\d, \d+\.\d\] · p† \d+\.\d\d · Δ [+-]\d+\.\d\d", md), md
     assert "(≈Coin)" in md and "stand-in" in md and "Teacher cost per cell" in md
     out = tmp_path / "t.csv"
-    assert report_main([str(FTC), "--format", "csv", "--out", str(out), "--protocol", "last_epoch"]) == 0
+    assert report_main([str(FTC), "--format", "csv", "--out", str(out), "--selection", "last_epoch"]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert rows and all(r["protocol"] == "last_epoch" for r in rows)
+    assert rows and all((r["selection"], r["protocol"]) == ("last_epoch", "paper") for r in rows)
     assert all(float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in rows)
     with_paper = [r for r in rows if r["paper"]]
     assert with_paper and all(
@@ -329,12 +354,12 @@ def test_the_report_reads_entries_not_method_names(tmp_path, paper):
     res["run"]["method"] = "brand_new"
     res["entries"] = [
         {"system": "student", "split": "test", "accuracy": 0.5, "n": 10, "selection": "single", "epoch": None,
-         "round": None, "metric": "ftcot"},
+         "round": None, "metric": "ftcot", "protocol": "paper"},
         {"system": "helper", "split": "test", "accuracy": 0.25, "n": 10, "selection": "last_epoch", "epoch": 2,
-         "round": 1, "metric": "ftcot"}]
+         "round": 1, "metric": "ftcot", "protocol": "paper"}]
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text(json.dumps(res))
-    t = build_table(entries(load_runs([tmp_path]), "last_epoch"), protocol="last_epoch", paper=paper)
+    t = build_table(entries(load_runs([tmp_path]), "last_epoch"), selection="last_epoch", paper=paper)
     assert [(r.label, c.mean) for r in t.rows for c in r.cells.values()] == [
         ("brand_new", 50.0), ("brand_new:helper round 1", 25.0)]
 
@@ -354,4 +379,4 @@ def test_cli_starts_without_torch():
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert p.returncode == 0, p.stderr
-    assert "--protocol" in p.stdout
+    assert "--selection" in p.stdout

@@ -197,13 +197,20 @@ def test_sgft_end_to_end_tiny(tmp_path: Path):
     assert d["guide"]["training"].startswith("LISA") and d["guide"]["lisa_draws"] >= 1
     stages = res["teacher"]["accounting"]["stages"]
     assert stages["guidance"]["teacher_calls"] == 32 and stages["guidance_test"]["teacher_calls"] == 6
-    assert d["teacher_sg_on_test"]["questions"] == 6 and 0 <= d["guide"]["test_sg"]["filter_pass_rate"] <= 1
     run_dir = Path(res["run"]["run_dir"])
     for name in ("teacher/guidance.jsonl", "guide/data/train.jsonl", "response/guided.jsonl",
                  "response/zero_shot_cot.jsonl", "cot_ft_x1/predictions/epoch_001.jsonl"):
         assert (run_dir / name).exists(), name
     guided = [json.loads(line) for line in (run_dir / "response" / "guided.jsonl").read_text().splitlines()]
-    assert len(guided) == 6 and {"guidance", "completion", "correct"} <= set(guided[0])
+    assert len(guided) == 6 and {"guidance", "guide_output", "completion", "correct"} <= set(guided[0])
+    # the reported pass rate is the filter's verdict on the guide's own outputs
+    from sgft_lab.config import validate
+    from sgft_lab.guidance import check_sg
+
+    flt = validate(compose(SGFT_TINY)).method.filter
+    passed = sum(not check_sg(r["guide_output"], flt)[1] for r in guided)
+    assert d["teacher_sg_on_test"]["questions"] == 6
+    assert d["guide"]["test_sg"]["filter_pass_rate"] == round(passed / 6, 4)
 
 
 @pytest.mark.slow
@@ -220,3 +227,36 @@ def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
     # each response model is pre-trained once and reused by the second guide
     assert sorted(r["details"]["response"]["reused"] for r in results) == [False, False, True, True]
     assert all(r["run"]["experiment"] == "sgft_grid" for r in results)
+
+
+def test_chat_students_get_guide_and_response_prompts_in_their_chat_template(monkeypatch):
+    """methods.md 3.3: with student.chat_template=true the guide's and the response model's prompts go through
+    the tokenizer's chat template (no longer refused); a raw-text student's do not."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import sgft_lab.students.generation as generation
+    from conftest import CORPUS
+    from sgft_lab.benchmarks.record import Example
+    from sgft_lab.methods import sgft
+    from sgft_lab.students.build import build_student
+
+    calls = []
+
+    def fake_generate(model, tokenizer, family, prompts, **kw):
+        calls.append((kw["chat"], list(prompts)))
+        return ["Step 1: add 2 and 3.\nThe answer is 5"] * len(prompts)
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    cfg = validate(compose(["method=sgft", "student.chat_template=true", "method.response.chat_template=true"]))
+    assert cfg.student.chat_template and cfg.method.response.chat_template  # accepted, not refused
+    ctx = SimpleNamespace(cfg=cfg, progress=False, details={}, task="multiarith")
+    tiny = build_student(StudentConfig(num_layers=1), CORPUS)
+    chatty = replace(tiny, cfg=replace(tiny.cfg, chat_template=True))
+    qs = [Example("q0", "Ann has 2 apples and gets 3 more. How many?", "5", "number")]
+    sgs, _ = sgft.guide_writes_sg(ctx, chatty, qs)
+    rows = sgft.answer_with_guidance(ctx, chatty, qs, sgs)
+    sgft.answer_with_guidance(ctx, tiny, qs, sgs)
+    assert [c for c, _ in calls] == [True, True, False]
+    assert calls[0][1] == [sgft.sg_prompt(qs[0].question, cfg.method.guide_prompt)]
+    assert rows[0]["correct"] and rows[0]["guidance"].startswith("Step 1:")

@@ -81,7 +81,7 @@ def test_every_student_preset_composes_with_the_right_modules():
         assert s.name_or_path and "/" in s.name_or_path and s.name_or_path.endswith(name.split("/")[-1]), name
         assert list(s.lora_target_modules) == MODULES[_family_key(name)], name
         assert s.padding_side == ("left" if family == "decoder" else "right"), name
-        assert s.use_chat_template == name.endswith("-Instruct"), name
+        assert s.chat_template == name.endswith("-Instruct"), name
     # A size sweep is one multirun over the group: Hydra expands the sweep into one job per preset.
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -410,7 +410,7 @@ def test_chat_template_wraps_prompts_for_training_and_generation():
     from sgft_lab.students.encode import prompt_ids
 
     with pytest.raises(ValueError, match="no chat template"):
-        build_student(StudentConfig(**SMALL, use_chat_template=True), CORPUS)
+        build_student(StudentConfig(**SMALL, chat_template=True), CORPUS)
     student = build_student(StudentConfig(**SMALL), CORPUS)
     tok = student.tokenizer
     tok.chat_template = "{% for m in messages %}<s>user: {{ m['content'] }}\n{% endfor %}assistant:"
@@ -419,10 +419,10 @@ def test_chat_template_wraps_prompts_for_training_and_generation():
     assert tok.decode(wrapped) == "<s>user: Sum 7 and 8 ###\nassistant:" and wrapped != plain
     item = encode_pair(tok, "decoder", "Sum 7 and 8 ###", " 15", 512, 512, chat=True)
     assert item["input_ids"][:len(wrapped)] == wrapped  # training sees exactly the generation prompt
-    # The choice travels with the student (student.use_chat_template), not on the tokenizer.
+    # The choice travels with the student (student.chat_template), not on the tokenizer.
     from dataclasses import replace
 
-    chatty = replace(student, cfg=replace(student.cfg, use_chat_template=True))
+    chatty = replace(student, cfg=replace(student.cfg, chat_template=True))
     assert chatty.chat and not student.chat and not hasattr(tok, "sgft_chat_template")
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DataError, DataFileMissing
 from . import preprocess as pp
 from . import sources as src
 from .record import Example, Splits
@@ -177,27 +178,33 @@ def get_spec(cfg_or_key: BenchmarkConfig | str) -> Spec:
     if isinstance(cfg_or_key, str):
         if cfg_or_key in SPECS:
             return SPECS[cfg_or_key]
-        raise ValueError(f"unknown benchmark {cfg_or_key!r}; known: {', '.join(KNOWN)}")
+        raise DataError(f"unknown benchmark {cfg_or_key!r}; known: {', '.join(KNOWN)}")
     for key in (cfg_or_key.name, cfg_or_key.task):
         if key in SPECS:
             return SPECS[key]
-    raise ValueError(
+    raise DataError(
         f"unknown benchmark {cfg_or_key.name!r} (task {cfg_or_key.task!r}); known: {', '.join(KNOWN)}"
     )
 
 
+# Where the data lives when nothing says: ./data (the project's own folder), then ../shared/data (a checkout
+# with the shared data folder beside it, as on the machines this project is developed and tested on).
+DEFAULT_DATA_DIRS = ("data", "../shared/data")
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None, cfg: BenchmarkConfig) -> Path:
-    """Argument, else cfg.data_dir, else $SGFT_LAB_DATA_DIR."""
+    """Argument, else cfg.data_dir, else $SGFT_LAB_DATA_DIR, else the first of DEFAULT_DATA_DIRS that exists."""
     d = data_dir or cfg.data_dir or os.environ.get("SGFT_LAB_DATA_DIR")
+    d = d or next((p for p in DEFAULT_DATA_DIRS if Path(p).is_dir()), None)
     if not d:
-        raise ValueError(
+        raise DataError(
             f"benchmark {cfg.name!r} needs a data dir (the layout of ../shared/data): pass "
             "paths.data_dir=DIR (or --data-dir DIR), set benchmark.data_dir, or export "
-            "SGFT_LAB_DATA_DIR=DIR"
+            f"SGFT_LAB_DATA_DIR=DIR (none of {', '.join(DEFAULT_DATA_DIRS)} exists here)"
         )
     p = Path(d).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(
+        raise DataFileMissing(
             f"data dir {p} does not exist (from the argument, benchmark.data_dir or SGFT_LAB_DATA_DIR)"
         )
     return p
@@ -231,14 +238,14 @@ def load_pools(
     spec = get_spec(cfg)
     split = cfg.split
     if split not in SPLITS:
-        raise ValueError(f"benchmark.split={split!r} is not one of {SPLITS}")
+        raise DataError(f"benchmark.split={split!r} is not one of {SPLITS}")
     if split.startswith("fine_tune_cot") and not spec.ftcot_split:
-        raise ValueError(f"{spec.key} has no Fine-tune-CoT split; use benchmark.split=random")
+        raise DataError(f"{spec.key} has no Fine-tune-CoT split; use benchmark.split=random")
     if split == "fine_tune_cot_template" and not spec.template_split:
         have = [k for k, s in SPECS.items() if s.template_split]
-        raise ValueError(f"{spec.key} has no template split; only {', '.join(have)} do")
+        raise DataError(f"{spec.key} has no template split; only {', '.join(have)} do")
     if cfg.source not in ("local", "hub"):
-        raise ValueError(f"benchmark.source={cfg.source!r}: real benchmarks load from 'local' or 'hub'")
+        raise DataError(f"benchmark.source={cfg.source!r}: real benchmarks load from 'local' or 'hub'")
     root = resolve_data_dir(data_dir, cfg) if cfg.source == "local" or split != "random" else None
 
     notes: list[str] = []
@@ -285,11 +292,24 @@ def load_pools(
     return Pools(spec.key, examples, train, test, missing, notes, n_split_train)
 
 
-def carve(pools: Pools, cfg: BenchmarkConfig) -> Splits:
-    """Validation carved from train (seeded), then n-shot subsampling of what is left (seeded)."""
-    train, val = carve_val(pools.train, cfg.val_fraction, cfg.data_seed)
-    if cfg.n_shot is not None and not pools.missing_train:
-        train = subsample(train, cfg.n_shot, cfg.data_seed)
+def carve(pools: Pools, cfg: BenchmarkConfig, protocol: str = "clean") -> Splits:
+    """The training set, then validation by protocol.
+
+    n-shot: Fine-tune-CoT's ``subsample_indices(train, n, 0)`` over the whole official train split, the same
+    subset under both protocols. paper: no validation split (the official code trains on all of train and
+    evaluates test every epoch). clean: ``val_fraction`` of the train split carved out (seeded) -- from the
+    questions outside the n-shot subset when there is one, so the subset stays the official one.
+    """
+    full = pools.train
+    train = subsample(full, cfg.n_shot, 0) if cfg.n_shot is not None and not pools.missing_train else full
+    val: list[int] = []
+    if protocol == "clean":
+        if train is full:
+            train, val = carve_val(full, cfg.val_fraction, cfg.data_seed)
+        else:
+            rest = sorted(set(full) - set(train))
+            n_val = min(len(rest), round(len(full) * cfg.val_fraction))
+            val = subsample(rest, n_val, cfg.data_seed) if n_val else []
     ex = pools.examples
     return Splits(pools.task, [ex[i] for i in train], [ex[i] for i in val], [ex[i] for i in pools.test])
 
@@ -300,6 +320,7 @@ def load_real(
     *,
     data_files: Any = None,
     require_train: bool = True,
+    protocol: str = "clean",
 ) -> Splits:
     """Train/val/test Examples of a real benchmark (see the module docstring). Nothing is written anywhere.
 
@@ -307,7 +328,7 @@ def load_real(
     hub_id="json" with files in the hub's format. ``require_train=False`` lets test-only use (prompting
     baselines) load AQuA without its train file; train and val are then empty.
     """
-    return carve(load_pools(cfg, data_dir, data_files=data_files, require_train=require_train), cfg)
+    return carve(load_pools(cfg, data_dir, data_files=data_files, require_train=require_train), cfg, protocol)
 
 
 def default_config(key: str) -> BenchmarkConfig:
@@ -349,12 +370,12 @@ def _hub_rows(spec: Spec, cfg: BenchmarkConfig, data_files: Any) -> list[pp.Row]
     hub_id = cfg.hub_id or spec.hub_id
     hub_config = cfg.hub_config if cfg.hub_id else spec.hub_config
     if not hub_id:
-        raise ValueError(
+        raise DataError(
             f"no hub dataset is known for {spec.key}; set benchmark.hub_id (and hub_config) or use "
             "benchmark.source=local"
         )
     if cfg.split != "random" and not spec.hub_order_matches and not cfg.hub_order_matches:
-        raise ValueError(
+        raise DataError(
             f"{spec.key}: the hub copy ({hub_id}) is not known to list rows in the raw files' order, "
             "so Fine-tune-CoT's split indices cannot be applied to it; use benchmark.source=local or "
             "benchmark.split=random"
@@ -373,7 +394,7 @@ def _check_indices(path: Path, key: str, indices: list[int], examples: dict[int,
     bad = [i for i in indices if i not in examples]
     if bad:
         top = max(examples) if examples else -1
-        raise ValueError(
+        raise DataError(
             f"{path}: field {key!r}: index {bad[0]} ({len(bad)} in all) has no row in the data "
             f"(rows 0..{top}); wrong data dir or files?"
         )

@@ -66,16 +66,17 @@ def carve_val(train: list[int], val_fraction: float, seed: int) -> tuple[list[in
 
 
 def subsample(indices: list[int], n: int, seed: int) -> list[int]:
-    """Fine-tune-CoT's `subsample_indices` (the 8/32/128-shot ablations): permute the sorted indices with
-    RandomState(seed), keep the first n, sort. Smaller n give subsets of larger n."""
+    """Fine-tune-CoT's `subsample_indices` (the 8/32/128-shot ablations): permute the indices with
+    RandomState(seed), keep the first n, sort. Smaller n give subsets of larger n. (The official code permutes
+    the split file's list as stored; every official split file stores it sorted, so sorting first changes
+    nothing there and makes the result independent of the caller's order.)"""
     import numpy as np
 
     if n < 1:
         raise ValueError(f"benchmark.n_shot must be >= 1, got {n}")
     if n > len(indices):
         raise ValueError(
-            f"benchmark.n_shot={n} exceeds the {len(indices)} training questions left after "
-            "carving the validation split"
+            f"benchmark.n_shot={n} exceeds the {len(indices)} training questions of the split"
         )
     perm = np.random.RandomState(seed).permutation(sorted(indices)).tolist()
     return sorted(perm[:n])

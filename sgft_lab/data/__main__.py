@@ -13,9 +13,7 @@ import argparse
 import json
 import sys
 import textwrap
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "benchmark"
 
 
 def benchmark_config(key: str):
@@ -23,8 +21,10 @@ def benchmark_config(key: str):
     from ..benchmarks.loaders import default_config, get_spec
     from ..config import BenchmarkConfig
 
+    from ..tiers import conf_dir
+
     get_spec(key)  # unknown -> ValueError listing the known benchmarks
-    path = CONF_DIR / f"{key}.yaml"
+    path = conf_dir() / "benchmark" / f"{key}.yaml"
     if not path.is_file():
         return default_config(key)
     import yaml
@@ -51,7 +51,7 @@ def describe(args: argparse.Namespace) -> int:
     if args.n_shot is not None:
         cfg.n_shot = args.n_shot
     pools = load_pools(cfg, args.data_dir, require_train=False)
-    splits = carve(pools, cfg)
+    splits = carve(pools, cfg, args.protocol)
     counts = splits.counts()
 
     print(f"benchmark {args.benchmark} (task {splits.task}, source {cfg.source}, split {cfg.split})")
@@ -60,13 +60,12 @@ def describe(args: argparse.Namespace) -> int:
         print(f"{which}: {pools.n_split_train} (not loadable: {pools.missing_train})")
         print("train: 0, val: 0 (methods that train on this benchmark fail until the file is supplied)")
     else:
-        carved = pools.n_split_train - counts["val"]
-        print(
-            f"{which}: {pools.n_split_train} -> train {carved} + val {counts['val']} "
-            f"(val_fraction {cfg.val_fraction}, data_seed {cfg.data_seed})"
-        )
         if cfg.n_shot is not None:
-            print(f"n_shot {cfg.n_shot}: train {carved} -> {counts['train']} (seeded subsample)")
+            print(f"n_shot {cfg.n_shot}: train {pools.n_split_train} -> {counts['train']} "
+                  "(Fine-tune-CoT's subsample_indices, seed 0)")
+        how = (f"val_fraction {cfg.val_fraction}, data_seed {cfg.data_seed}" if args.protocol == "clean"
+               else "protocol paper: the whole train split, no validation")
+        print(f"{which}: {pools.n_split_train} -> train {counts['train']} + val {counts['val']} ({how})")
     print(f"test: {counts['test']}")
     for note in pools.notes:
         print(f"note: {note}")
@@ -96,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     d.add_argument("--split", choices=SPLITS, default=None, help="default: the benchmark config's split")
     d.add_argument("--n-shot", type=int, default=None, help="subsample this many training questions")
+    d.add_argument("--protocol", choices=("clean", "paper"), default="clean",
+                   help="clean: a seeded validation carve (default); paper: the whole train split")
     args = parser.parse_args(argv)
     try:
         return describe(args)

@@ -129,6 +129,11 @@ class CoTDataModule(pl.LightningDataModule):
             raise ValueError("no training samples: the filter kept nothing (see teacher/filter_report.json)")
         self.setup()
         collate_fn = partial(collate, pad_id=self.student.tokenizer.pad_token_id, family=self.student.family)
+        if self.student.cfg.official_padding and self.student.family == "decoder":
+            from ..students.encode import collate_official
+
+            width = max(len(x["input_ids"]) for x in self._train.items)  # type: ignore[union-attr]
+            collate_fn = partial(collate_official, pad_id=self.student.tokenizer.pad_token_id, width=width)
         if self.group_by_length:
             trainer = getattr(self, "trainer", None)
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)

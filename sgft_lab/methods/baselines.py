@@ -58,7 +58,7 @@ def run(ctx: RunContext) -> None:
     elif m.template == "zs_cot":
         prompts, max_input = [prompting.zero_shot_cot_prompt(q) for q in questions], cfg.student.max_input_tokens
     else:
-        prompts = [prompting.zero_shot_prompt(q, cfg.student.family.value) for q in questions]
+        prompts = [prompting.zero_shot_prompt(q, cfg.student.family.value, cfg.student.chat_template) for q in questions]
         max_input = cfg.student.max_input_tokens
 
     # The tiny student (random init) trains its tokenizer on the text it will read: the prompts.
@@ -81,7 +81,7 @@ def run(ctx: RunContext) -> None:
     for split in eval_sets:
         split_rows = [r for r in rows if r["split"] == split]
         if split_rows:
-            ctx.add([rows_entry(split_rows, split=split)])
+            ctx.add([rows_entry(split_rows, split=split, protocol=cfg.protocol)])
     test = [r for r in rows if r["split"] == "test"]
     ctx.metrics = {"accuracy": sum(r["correct"] for r in test) / len(test)} if test else {}
     ctx.models["student"] = model_info(student)

@@ -61,7 +61,7 @@ from ..evaluation import EvalSpec, predict
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..pot import Programs
 from ..rationales import correctness_filter, teacher_rationales
-from ..run import RunContext, epoch_entries, model_info, seed_everything
+from ..run import Entry, RunContext, model_info, seed_everything
 from ..teachers import SamplingParams
 from ..teachers.base import Request
 from ..teachers.reference import UNSURE
@@ -123,7 +123,7 @@ def run(ctx: RunContext) -> None:
             write_json(paths.summary, summary)  # marks the round finished
         rounds.append(summary)
         if summary.get("resumed"):  # a round trained by this process recorded its entries already
-            ctx.add(summary_entries(summary, lp.spec().metric))
+            ctx.add([Entry(**e) for e in summary["entries"]])
         ctx.log_metrics(round_metrics(summary, lp.spec().metric), step=r)
     last = rounds[-1]
     ctx.metrics = last["metrics"]
@@ -336,13 +336,15 @@ def round_data(lp: Loop, r: int, dataset: FddDataset | None, student) -> tuple[F
 
 
 def round_training(lp: Loop, r: int, dataset: FddDataset, counts: dict) -> tuple[Any, dict]:
-    """Train round r's student on its dataset version (from the base or the previous round), evaluate it on
-    val and test after every epoch, save its weights, and summarise the round."""
-    from ..training import fit
+    """Train round r's student on its dataset version (from the base or the previous round), select it on a
+    dev split of the round's data (methods.md 4.2: 5%, never test), test it once, save the selected weights
+    (the next round's feedback model), and summarise the round."""
+    from ..training import train_and_evaluate
 
     ctx, cfg, f = lp.ctx, lp.ctx.cfg, lp.f
     paths = ctx.paths.round(r)
-    pairs = dataset.pairs(f.template, cfg.student.family.value)
+    pairs, dev = dev_split(dataset.pairs(f.template, cfg.student.family.value), dataset, f.dev_fraction,
+                           cfg.seed + r)
     write_jsonl(paths.train_data, (p.to_dict() for p in pairs))
     ctx.require_samples(pairs, counts.get("filter", {"total": len(dataset)}), f"round {r}'s data")
     seed_everything(cfg.seed + r)
@@ -351,20 +353,25 @@ def round_training(lp: Loop, r: int, dataset: FddDataset, counts: dict) -> tuple
         student.load_trainable(ctx.paths.round(r - 1).weights)
     tc = replace(cfg.trainer, max_epochs=f.epochs_per_round or cfg.trainer.max_epochs,
                  eval_every_n_epochs=f.eval_every_n_epochs or cfg.trainer.eval_every_n_epochs)
-    outcome = fit(replace(cfg, trainer=tc), student, pairs, ctx.eval_sets(), lp.spec(), paths,
-                  loggers=ctx.fit_loggers(paths, f"round_{r}"))
+    stage = train_and_evaluate(ctx, student, pairs, paths, lp.spec(), cfg=replace(cfg, trainer=tc),
+                               protocol="clean", select_on=dev, stage=f"round_{r}", round=r)
     student.save_trainable(paths.weights)
-    stage = ctx.record_training(paths, outcome, round=r, metric=lp.spec().metric, headline=False)
+    outcome = stage.pop("outcome")
     ctx.speed = {**outcome.speed(), "train_time_s": round(outcome.train_time_s, 2)}
     ctx.models["student"] = model_info(student)
     return student, {"round": r, "dataset_problems": len(dataset), "train_samples": len(pairs), "counts": counts,
-                     **stage, "train_time_s": round(outcome.train_time_s, 2),
+                     "dev_problems": len(dev), **stage, "entries": [e.to_dict() for e in stage["entries"]],
+                     "train_time_s": round(outcome.train_time_s, 2),
                      "resumed_from_checkpoint": outcome.resumed_from_checkpoint}
 
 
-def summary_entries(summary: dict, metric: str):
-    """A round's result entries, from its saved summary (a resumed round gets its entries back)."""
-    return epoch_entries(summary["history"], round=summary["round"], metric=metric)
+def dev_split(pairs: list, dataset: FddDataset, fraction: float, seed: int) -> tuple[list, list[FddProblem]]:
+    """(training pairs, dev problems): a seeded ``fraction`` (at least one) of the round's problems with a
+    rationale, held out to select the round's model."""
+    ids = sorted({p.example_id for p in pairs})
+    n = max(1, round(len(ids) * fraction)) if len(ids) > 1 else 0
+    dev = set(random.Random(stable_seed("fdd-dev", seed)).sample(ids, n))
+    return [p for p in pairs if p.example_id not in dev], [p for p in dataset.with_rationale() if p.id in dev]
 
 
 def round_metrics(summary: dict, metric: str) -> dict:
@@ -372,7 +379,7 @@ def round_metrics(summary: dict, metric: str) -> dict:
     c, m = summary["counts"], summary["metrics"]
     row = {"round": summary["round"], "dataset_problems": summary["dataset_problems"],
            "train_samples": summary["train_samples"],
-           f"round_test_accuracy_{metric}": (m.get("last_epoch") or {}).get("accuracy"),
-           f"round_val_accuracy_{metric}": (summary["history"] or [{}])[-1].get("val_accuracy"),
+           f"round_test_accuracy_{metric}": m.get("accuracy"),
+           f"round_dev_accuracy_{metric}": (m.get("dev_selected") or {}).get("val_accuracy"),
            **{k: c.get(k) for k in ("easy", "hard", "requested", "generated", "kept", "rejected")}}
     return {k: v for k, v in row.items() if v is not None}

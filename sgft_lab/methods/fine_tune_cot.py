@@ -3,7 +3,8 @@
     1. Teacher: two-stage zero-shot-CoT on every training question (D samples; stage 1 at T=0.7 when D>1).
     2. Filter: keep a sample iff its stage-2 answer, scored with the zs_cot rule, equals the gold answer.
     3. Student: fine-tune on  question ###  ->  rationale --> gold answer  (ft_cot_token).
-    4. Evaluate: greedy generation on val and test after every epoch, scored with the ft_cot_token rule.
+    4. Evaluate: greedy generation, scored with the ft_cot_token rule, as the protocol says (run.py: paper =
+       test after every epoch; clean = val after every epoch, test once at the best val epoch).
 
 method=vanilla_ft skips steps 1-2 and trains on  question ###  ->  gold answer  (ft_token).
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..evaluation import EvalSpec
+from ..evaluation import student_spec
 from ..io import write_json, write_jsonl
 from ..rationales import correctness_filter, cot_pairs, gold_pairs, teacher_rationales
 from ..run import RunContext
 from ..students.build import build_student
-from ..training import fit
+from ..training import train_and_evaluate
 
 
 def run(ctx: RunContext) -> None:
@@ -26,8 +27,7 @@ def run(ctx: RunContext) -> None:
 
     # Steps 1-2: the training pairs.
     if m.uses_teacher():
-        d = m.diverse_samples
-        samples = teacher_rationales(ctx, train, n_samples=d, temperature=0.0 if d == 1 else m.diverse_temperature)
+        samples = teacher_rationales(ctx, train, n_samples=m.diverse_samples, temperature=m.rationale_temperature())
         write_jsonl(paths.teacher_samples, (asdict(s) for s in samples))
         kept, report = correctness_filter(samples)
         if not m.only_correct:
@@ -43,12 +43,10 @@ def run(ctx: RunContext) -> None:
 
     # Step 3: the student.
     student = build_student(cfg.student, corpus=[p.input + p.label for p in pairs], work_dir=paths.student_dir)
-    spec = EvalSpec(ctx.task, m.template, cfg.student.max_new_tokens, cfg.trainer.eval_batch_size,
-                    max_input_tokens=cfg.student.max_input_tokens)
-    outcome = fit(cfg, student, pairs, ctx.eval_sets(), spec, paths, loggers=ctx.fit_loggers(paths))
+    stage = train_and_evaluate(ctx, student, pairs, paths, student_spec(ctx, m.template))
     ctx.lap("training")
 
     # Step 4: results, recomputed from the saved predictions.
-    ctx.record_training(paths, outcome, student)
+    ctx.record_headline(stage, stage["outcome"], student)
     ctx.data.update(n_train_questions=len(train), n_train_samples=len(pairs),
                     rationales_per_question=m.diverse_samples if m.uses_teacher() else None)

@@ -31,7 +31,7 @@ from .. import prompting
 from ..benchmarks.record import Example
 from ..config import Adapter, ConfigError, to_plain
 from ..data.sg import guidance_pairs, response_pool, response_pretraining_pairs, sample_questions
-from ..evaluation import EvalSpec, score_rows
+from ..evaluation import EvalSpec, score_rows, student_spec
 from ..guidance import FilterReport, check_sg, format_steps, response_prompt, sg_prompt
 from ..io import read_json, write_json, write_jsonl
 from ..paths import RunPaths, response_model_dir
@@ -87,10 +87,11 @@ def run(ctx: RunContext) -> None:
 
     # Step 4: collaborative inference on the test questions.
     test = ctx.eval_sets(("test",))["test"]
-    guide_sgs = guide_writes_sg(ctx, guide, test)
-    guided = answer_with_guidance(ctx, response, test, guide_sgs)
+    guide_sgs, raw = guide_writes_sg(ctx, guide, test)
+    guided = [{**row, "guide_output": text} for row, text in
+              zip(answer_with_guidance(ctx, response, test, guide_sgs), raw)]
     write_jsonl(paths.response_rows("guided"), guided)
-    ctx.add([rows_entry(guided)])
+    ctx.add([rows_entry(guided, protocol=ctx.cfg.protocol)])
     ctx.metrics = {"accuracy": ctx.entries[-1].accuracy}
     ctx.lap("collaborative_inference")
 
@@ -100,7 +101,9 @@ def run(ctx: RunContext) -> None:
         with_teacher_sg(ctx, response, test, shots, guide_sgs)
     ctx.lap("response_baselines")
     for scale in s.cot_ft_scales if s.cot_ft else []:
-        cot_fine_tune(ctx, ordered, n_sg * scale, test, response_dir, f"cot_ft_x{scale}")
+        cot_fine_tune(ctx, ordered, *cot_plan(n_sg * scale, len(ordered)), response_dir, f"cot_ft_x{scale}")
+    if s.cot_ft and s.cot_ft_per_question:  # methods.md 3.8: every training question, k rationales each
+        cot_fine_tune(ctx, ordered, len(ordered), s.cot_ft_per_question, response_dir, "cot_ft")
     ctx.lap("cot_ft")
     ctx.data.update(n_sg_questions=n_sg, n_sg_examples=len(pairs), n_test=len(test))
     ctx.details.update(filter=report.to_dict(), sg_prompt=s.prompt)
@@ -241,11 +244,7 @@ def train_guide(ctx: RunContext, pairs: list):
     write_jsonl(guide_paths.train_data, (p.to_dict() for p in pairs))
     seed_everything(cfg.seed)
     guide = build_student(cfg.student, corpus=[p.input + p.label for p in pairs], work_dir=ctx.paths.student_dir)
-    callbacks = []
-    if s.lisa.enabled:
-        from ..students.lisa import LISACallback
-
-        callbacks.append(LISACallback(s.lisa.layers, s.lisa.interval, seed=cfg.seed))
+    callbacks = lisa_callbacks(s, cfg.student, cfg.seed)
     outcome = fit(cfg, guide, pairs, {}, None, guide_paths, loggers=ctx.fit_loggers(guide_paths, "guide"),
                   callbacks=callbacks)
     ctx.models["student"] = model_info(guide)
@@ -258,8 +257,18 @@ def train_guide(ctx: RunContext, pairs: list):
     return guide
 
 
-def guide_writes_sg(ctx: RunContext, guide, questions: Sequence[Example]) -> list[str]:
-    """Step 4a: the guide's SG of each question (as Step lines) and how often it passes the filter."""
+def lisa_callbacks(s, student_cfg, seed: int) -> list:
+    """The guide's recipe (3.6): LISA when enabled and the model is fully fine-tuned; else none (its adapter)."""
+    if not s.lisa.enabled or student_cfg.adapter is not Adapter.none:
+        return []
+    from ..students.lisa import LISACallback
+
+    return [LISACallback(s.lisa.layers, s.lisa.interval, seed=seed)]
+
+
+def guide_writes_sg(ctx: RunContext, guide, questions: Sequence[Example]) -> tuple[list[str], list[str]]:
+    """Step 4a: the guide's SG of each question (as Step lines; its raw output too) and how often it passes
+    the filter."""
     s = ctx.cfg.method
     raw = guide.generate([sg_prompt(q.question, s.guide_prompt) for q in questions],
                          max_new_tokens=s.guide_max_new_tokens, batch_size=ctx.cfg.trainer.eval_batch_size,
@@ -274,7 +283,7 @@ def guide_writes_sg(ctx: RunContext, guide, questions: Sequence[Example]) -> lis
     ctx.details.setdefault("guide", {})["test_sg"] = {
         "filter_pass_rate": d["pass_rate"], "rejections": d["rejections_first_attempt"],
         "mean_steps": round(sum(x.count("Step ") for x in sgs) / max(1, len(sgs)), 2)}
-    return sgs
+    return sgs, raw
 
 
 def answer_with_guidance(ctx: RunContext, response, examples: Sequence[Example], sgs: Sequence[str]) -> list[dict]:
@@ -302,7 +311,7 @@ def response_alone(ctx: RunContext, response, test: Sequence[Example]) -> None:
             rows = prompting.zero_shot_cot(response, {"test": test}, rationale_max_tokens=s.rationale_max_tokens,
                                            answer_max_tokens=s.answer_max_tokens, **common)
         write_jsonl(ctx.paths.response_rows(kind), rows)
-        ctx.add([rows_entry(rows, system=f"response_{kind}")])
+        ctx.add([rows_entry(rows, system=f"response_{kind}", protocol=ctx.cfg.protocol)])
 
 
 def with_teacher_sg(ctx: RunContext, response, test: Sequence[Example], shots, guide_sgs: Sequence[str]) -> None:
@@ -312,7 +321,7 @@ def with_teacher_sg(ctx: RunContext, response, test: Sequence[Example], shots, g
     teacher_sgs = [r["guidance"] or "" for r in records]
     rows = answer_with_guidance(ctx, response, test, teacher_sgs)
     write_jsonl(ctx.paths.response_rows("guided_teacher_sg"), rows)
-    ctx.add([rows_entry(rows, system="teacher_sg")])
+    ctx.add([rows_entry(rows, system="teacher_sg", protocol=ctx.cfg.protocol)])
     ctx.details["teacher_sg_on_test"] = {k: report.to_dict()[k] for k in ("questions", "kept", "dropped")}
     ctx.details["guide"]["test_sg"]["same_as_teacher_sg"] = round(
         sum(g == t for g, t in zip(guide_sgs, teacher_sgs)) / max(1, len(test)), 4)
@@ -326,16 +335,17 @@ def cot_plan(n_samples: int, n_train: int) -> tuple[int, int]:
     return questions, -(-n_samples // questions)
 
 
-def cot_fine_tune(ctx: RunContext, ordered: Sequence[Example], n_samples: int, test: Sequence[Example],
-                  response_dir: Path | None, system: str) -> None:
-    """Step 5: Fine-tune-CoT on ``n_samples`` teacher CoT samples (correctness-filtered, ft_cot_token), from the
-    response model (default; the paper's CoT-FT row fine-tunes the same base model) or from a fresh student
-    of the guide's config; evaluated once, after the last epoch, on the same test questions."""
+def cot_fine_tune(ctx: RunContext, ordered: Sequence[Example], n_q: int, per_q: int, response_dir: Path | None,
+                  system: str) -> None:
+    """Step 5: Fine-tune-CoT on ``per_q`` teacher rationales (T > 0 when several) for each of the first ``n_q``
+    questions, correctness-filtered (ft_cot_token), with the guide's recipe (its trainer, and LISA when the
+    model is fully fine-tuned: methods.md 3.8), from the response model (default; the paper's CoT-FT row
+    fine-tunes the same base model) or from a fresh student of the guide's config; evaluated as the protocol
+    says on the same test questions."""
     from ..students.build import build_student
-    from ..training import fit
+    from ..training import train_and_evaluate
 
     cfg, s = ctx.cfg, ctx.cfg.method
-    n_q, per_q = cot_plan(n_samples, len(ordered))
     samples = teacher_rationales(ctx, ordered[:n_q], n_samples=per_q,
                                  temperature=0.0 if per_q == 1 else s.diverse_temperature)
     kept, report = correctness_filter(samples)
@@ -355,10 +365,7 @@ def cot_fine_tune(ctx: RunContext, ordered: Sequence[Example], n_samples: int, t
     else:  # a checkpoint (adapter as configured), or a tiny model from scratch (Fine-tune-CoT's setting)
         corpus = [p.input + p.label for p in pairs] if scfg.name_or_path is None else None
         student = build_student(scfg, corpus=corpus, work_dir=paths.student_dir)
-    tc = cfg.trainer
-    ccfg = replace(cfg, student=scfg, trainer=replace(tc, eval_every_n_epochs=tc.max_epochs))
-    spec = EvalSpec(ctx.task, "ft_cot_token", s.answer_max_new_tokens, tc.eval_batch_size)
-    outcome = fit(ccfg, student, pairs, {"test": list(test)}, spec, paths,
-                  loggers=ctx.fit_loggers(paths, system))
-    stage = ctx.record_training(paths, outcome, system=system, headline=False)
-    info.update(accuracy=stage["metrics"].get("accuracy"), train_time_s=round(outcome.train_time_s, 2))
+    spec = student_spec(ctx, "ft_cot_token", scfg)
+    stage = train_and_evaluate(ctx, student, pairs, paths, spec, cfg=replace(cfg, student=scfg), stage=system,
+                               system=system, callbacks=lisa_callbacks(s, scfg, cfg.seed))
+    info.update(accuracy=stage["metrics"].get("accuracy"), train_time_s=round(stage["outcome"].train_time_s, 2))

@@ -1,15 +1,15 @@
 """Paper-style result tables from run and sweep directories (``python -m sgft_lab.report DIR ...``).
 
     runs = load_runs(["outputs/multirun/2026-..."])          # results.json + config.yaml of every run
-    rows = entries(runs, protocol="best_test_epoch")  # one accuracy per (run, system, round) on test
-    table = build_table(rows, protocol="best_test_epoch", paper=PaperNumbers.load())
+    rows = entries(runs, selection="auto")    # one accuracy per (run, system, round) on test, as its protocol reports
+    table = build_table(rows, selection="auto", paper=PaperNumbers.load())
     print(to_markdown(table))                               # or to_csv / to_latex; frame(rows) -> pandas
 
 The published numbers are package data (``paper_numbers.json``, sources inside); see paper.py for how a
 measured cell is matched with its published counterpart or a marked stand-in.
 """
 
-from .collect import PROTOCOLS, Entry, Run, entries, find_results, load_runs
+from .collect import SELECTIONS, Entry, Run, entries, find_results, load_runs
 from .paper import PaperCell, PaperNumbers
 from .table import Cell, Row, Table, bootstrap_ci, build_table, to_csv, to_latex, to_markdown
 
@@ -27,7 +27,7 @@ def frame(items):
 
 
 __all__ = [
-    "PROTOCOLS",
+    "SELECTIONS",
     "Cell",
     "Entry",
     "PaperCell",

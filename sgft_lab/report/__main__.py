@@ -1,4 +1,4 @@
-"""`python -m sgft_lab.report DIR [DIR...] [--format md|csv|tex] [--out FILE] [--protocol P]`"""
+"""`python -m sgft_lab.report DIR [DIR...] [--format md|csv|tex] [--out FILE] [--selection S]`"""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .collect import PROTOCOLS, entries, load_runs
+from .collect import SELECTIONS, entries, load_runs
 from .paper import PaperNumbers
 from .table import RENDERERS, build_table
 
@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=sorted(RENDERERS), default="md")
     ap.add_argument("--out", help="write here instead of printing")
     ap.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default="best_test_epoch",
-        help="which test accuracy of a run (default best_test_epoch: Fine-tune-CoT's protocol for its "
-        "open students, so the difference to the paper compares like with like; dev_selected "
-        "never looks at test labels and is the one to quote for a new claim)",
+        "--selection",
+        choices=SELECTIONS,
+        default="auto",
+        help="which test accuracy of a run: auto (default) = the one its protocol reports (protocol paper: the "
+        "best test epoch, Fine-tune-CoT's selection for its open students, so the difference to the paper "
+        "compares like with like; protocol clean: the test read once at the best validation epoch, the one to "
+        "quote for a new claim); or one selection for every run",
     )
     ap.add_argument(
         "--by",
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         paper = None if a.no_paper else PaperNumbers.load(a.paper)
         table = build_table(
-            entries(runs, a.protocol, a.by),
-            protocol=a.protocol,
+            entries(runs, a.selection, a.by),
+            selection=a.selection,
             paper=paper,
             n_boot=a.n_boot,
             seed=a.seed,

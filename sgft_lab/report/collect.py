@@ -1,9 +1,10 @@
 """Collect runs (results.json + the config.yaml beside it) and flatten their result entries.
 
 One :class:`Entry` = one number a table cell aggregates: a run's evaluated system (the method's own
-``student``, or another system it reports: SGFT's response model alone, an FDD round ...) on the test split
-under one protocol. Everything comes from the results file's ``entries`` (schema ``SCHEMA_VERSION``); nothing
-here depends on which method wrote them.
+``student``, or another system it reports: SGFT's response model alone, an FDD round ...) on the test split at
+one selection of its epoch, with the protocol that produced it (paper | clean) and its strict-rule twin.
+Everything comes from the results file's ``entries`` (schema ``SCHEMA_VERSION``); nothing here depends on
+which method wrote them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any, Iterable
 
 from ..run import check_results  # the results.json schema (sgft_lab/run.py writes and checks it)
 
-PROTOCOLS = ("best_test_epoch", "dev_selected", "last_epoch")
+SELECTIONS = ("auto", "best_test_epoch", "dev_selected", "last_epoch")
+# selection=auto: the number each run's protocol reports (paper: the best test epoch, as Fine-tune-CoT reports
+# its open students; clean: the test read once at the best validation epoch).
+AUTO = {"paper": "best_test_epoch", "clean": "dev_selected"}
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Entry:
     student: str  # preset name ("guide->response" when the run has a response model)
     benchmark: str
     seed: int
-    accuracy: float | None  # under the protocol; None when the run has no such number
+    accuracy: float | None  # at the selection; None when the run has no such number
     n: int | None = None  # test questions behind the accuracy (for the bootstrap)
     task: str | None = None  # scoring key (an embedded task's real counterpart)
     embedded: bool = False
@@ -59,6 +63,9 @@ class Entry:
     mtime: float = 0.0
     system: str = "student"  # what was evaluated (results.json entry's system)
     round: int | None = None  # FDD's round
+    protocol: str = "clean"  # paper | clean: how the run trained, selected and read test (config `protocol`)
+    selection: str | None = None  # which epoch's number (best_test_epoch, dev_selected, ... or single)
+    strict_accuracy: float | None = None  # the same rows under the strict rule (None: not recorded)
 
     @property
     def label(self) -> str:
@@ -114,11 +121,12 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
-def entries(runs: Iterable[Run], protocol: str = "best_test_epoch", by: Iterable[str] = ()) -> list[Entry]:
-    """One entry per (run, system, round) on the test split under ``protocol``; a system evaluated once counts
-    under every protocol; a system without the protocol's number gives accuracy None (never another's)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; one of {PROTOCOLS}")
+def entries(runs: Iterable[Run], selection: str = "auto", by: Iterable[str] = ()) -> list[Entry]:
+    """One entry per (run, system, round) on the test split at ``selection`` (``auto``: the one the run's
+    protocol reports); a system evaluated once counts under every selection; a system without the selection's
+    number gives accuracy None (never another selection's)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; one of {SELECTIONS}")
     by = tuple(by)
     out: list[Entry] = []
     for run in runs:
@@ -126,13 +134,16 @@ def entries(runs: Iterable[Run], protocol: str = "best_test_epoch", by: Iterable
         groups: dict[tuple, list[dict]] = {}
         for e in run.results.get("entries", []):
             if e["split"] == "test":
-                groups.setdefault((e["system"], e.get("round")), []).append(e)
-        for (system, rnd), es in groups.items():
-            e = next((x for x in es if x["selection"] == protocol), None) or \
+                groups.setdefault((e["system"], e.get("round"), e["protocol"]), []).append(e)
+        for (system, rnd, protocol), es in groups.items():
+            want = AUTO[protocol] if selection == "auto" else selection
+            e = next((x for x in es if x["selection"] == want), None) or \
                 next((x for x in es if x["selection"] == "single"), None)
             out.append(Entry(accuracy=None if e is None else e["accuracy"], n=es[0]["n"] if e is None else e["n"],
                              single_evaluation=e is not None and e["selection"] == "single",
-                             metric=es[0].get("metric"), system=system, round=rnd, **base))
+                             metric=es[0].get("metric"), system=system, round=rnd, protocol=protocol,
+                             selection=want if e is None else e["selection"],
+                             strict_accuracy=None if e is None else e.get("strict_accuracy"), **base))
     return out
 
 

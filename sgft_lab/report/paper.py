@@ -189,7 +189,7 @@ class PaperNumbers:
     def _lookup_sgft(
         self, system: str, guide: str | None, response: str | None, benchmark: str
     ) -> PaperCell | None:
-        entry = {"student": "sgft", "cot_ft_x10": "cot_ft"}.get(system, system)  # CoT-FT: ~10x the SG data
+        entry = {"student": "sgft", "cot_ft_x10": "cot_ft"}.get(system, system)  # CoT-FT: ~30k CoT, ~10x SG
         g, r = _model_key(guide), _model_key(response)
         for rec in self.sgft:
             if rec["confidence"] != "medium" or rec["benchmark"] != benchmark or rec["entry"] != entry:

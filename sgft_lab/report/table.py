@@ -4,7 +4,10 @@ Cell = mean test accuracy over seeds with a 95% percentile bootstrap interval. T
 resample the seeds, then each resampled seed's test questions (a question resample of a run with accuracy p on
 n questions is Binomial(n, p) / n, so results.json alone suffices). With one seed the interval is the test-set
 sampling interval only; with several it also carries seed-to-seed variation. It does not undo the optimism of
-choosing the best test epoch (protocol best_test_epoch), which selects on the same questions.
+choosing the best test epoch (the paper protocol's selection), which selects on the same questions.
+
+Every row names its protocol (paper | clean, never merged into one row). Beside the official rule's mean, a
+cell keeps the strict rule's (answers.score_strict); the renderers mark the cells where the two differ.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ METHOD_ORDER = (
 )
 
 
+SELECTION_TEXT = {
+    "auto": "each run's protocol's own: paper = best test epoch, clean = test read once at the best validation epoch",
+    "best_test_epoch": "the best test epoch, Fine-tune-CoT's selection for its open students",
+    "dev_selected": "the best validation epoch; test never chose anything",
+    "last_epoch": "the final epoch",
+}
+
+
 @dataclass
 class Cell:
     benchmark: str
@@ -39,6 +50,8 @@ class Cell:
     low: float  # % (95% bootstrap)
     high: float
     single_evaluation: bool = False
+    selection: str = ""  # the epoch selection behind the values (best_test_epoch, dev_selected, ... single)
+    strict: float | None = None  # % under the strict rule (None: a run did not record it)
     paper: PaperCell | None = None
     cost_usd: float | None = None  # teacher cost of the cell's runs (summed over seeds); None: no teacher
     teacher_calls: int | None = None  # calls made by the cell's runs (cache hits excluded)
@@ -47,6 +60,11 @@ class Cell:
     @property
     def diff(self) -> float | None:
         return None if self.paper is None else self.mean - self.paper.value
+
+    @property
+    def rules_differ(self) -> bool:
+        """The strict rule gives another number than the official one (to two decimals)."""
+        return self.strict is not None and round(self.strict, 2) != round(self.mean, 2)
 
 
 @dataclass
@@ -62,6 +80,7 @@ class Row:
     cells: dict[str, Cell] = field(default_factory=dict)
     system: str = "student"
     round: int | None = None
+    protocol: str = "clean"  # paper | clean
 
     @property
     def label(self) -> str:
@@ -70,14 +89,14 @@ class Row:
 
 @dataclass
 class Table:
-    protocol: str
+    selection: str  # auto (each run's protocol's own) | best_test_epoch | dev_selected | last_epoch
     rows: list[Row]
     benchmarks: list[str]  # column order
     n_boot: int
     seed: int
     by: tuple[str, ...] = ()
     paper: PaperNumbers | None = None
-    missing: int = 0  # entries without a number under the protocol
+    missing: int = 0  # entries without a number at the selection
 
 
 def bootstrap_ci(
@@ -104,7 +123,7 @@ def bootstrap_ci(
 def build_table(
     entries: Iterable[Entry],
     *,
-    protocol: str,
+    selection: str = "auto",
     paper: PaperNumbers | None = None,
     n_boot: int = 2000,
     seed: int = 0,
@@ -119,12 +138,12 @@ def build_table(
         if e.accuracy is None:
             missing += 1
             continue
-        key = (e.method, e.system, e.round, e.student, e.D, e.n_shot, e.by, e.metric)
+        key = (e.method, e.system, e.round, e.student, e.D, e.n_shot, e.by, e.metric, e.protocol)
         if key not in rows:
             pc = paper.paper_student(e.student, e.student_model) if paper else None
             size = pc[1] if pc else _fmt_params(e.parameters)
             rows[key] = Row(e.method, e.student, size, e.parameters, e.D, e.n_shot, e.by, e.metric,
-                            system=e.system, round=e.round)
+                            system=e.system, round=e.round, protocol=e.protocol)
         cell = groups.setdefault(key, {}).setdefault(e.benchmark, {})
         old = cell.get(e.seed)
         if old is not None:
@@ -142,6 +161,7 @@ def build_table(
             benchmarks.add(bench)
             es = [by_seed[s] for s in sorted(by_seed)]
             vals = [float(x.accuracy) for x in es]  # type: ignore[arg-type]
+            stricts = [x.strict_accuracy for x in es]
             ns = [x.n for x in es]
             rng = np.random.default_rng([seed, zlib.crc32(repr((key, bench)).encode())])
             lo, hi = bootstrap_ci(vals, ns, n_boot=n_boot, rng=rng)
@@ -173,6 +193,8 @@ def build_table(
                 100 * lo,
                 100 * hi,
                 single_evaluation=all(x.single_evaluation for x in es),
+                selection="/".join(sorted({x.selection or "" for x in es})),
+                strict=None if None in stricts else 100 * sum(stricts) / len(stricts),
                 paper=pc,
                 cost_usd=sum(x.cost_usd or 0.0 for x in taught.values()) if taught else None,
                 teacher_calls=sum(x.teacher_calls or 0 for x in taught.values()) if taught else None,
@@ -180,7 +202,7 @@ def build_table(
             )
     ordered = sorted(rows.values(), key=_row_key)
     return Table(
-        protocol,
+        selection,
         ordered,
         _order_benchmarks(benchmarks, paper, groups),
         n_boot,
@@ -199,7 +221,7 @@ def _row_key(r: Row):
     # --by values: numbers in numeric order, then the rest as text
     by = tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in r.by)
     rnd = -1 if r.round is None else r.round
-    return (rank, r.method, system, size, r.student, rnd, r.D or 0, r.n_shot or 0, by)
+    return (rank, r.method, system, size, r.student, rnd, r.D or 0, r.n_shot or 0, by, r.protocol)
 
 
 def _order_benchmarks(benchmarks: set[str], paper: PaperNumbers | None, groups) -> list[str]:
@@ -254,6 +276,7 @@ def _paper_mark(p: PaperCell) -> str:
 def _row_cols(r: Row, t: Table) -> list[str]:
     cols = [
         r.label + (f" [{r.metric}]" if r.metric and r.metric != "ftcot" else ""),
+        r.protocol,
         r.student,
         r.size,
         "-" if r.D is None else str(r.D),
@@ -267,7 +290,7 @@ def _row_cols(r: Row, t: Table) -> list[str]:
 
 
 def _row_head(t: Table) -> list[str]:
-    head = ["method", "student", "size", "D"]
+    head = ["method", "protocol", "student", "size", "D"]
     if any(x.n_shot is not None for x in t.rows):
         head.append("n_shot")
     return head + list(t.by) + ["seeds"]
@@ -275,9 +298,9 @@ def _row_head(t: Table) -> list[str]:
 
 def to_markdown(t: Table) -> str:
     lines = [
-        f"Test accuracy (%) under protocol `{t.protocol}`: mean over seeds [95% bootstrap interval over "
-        f"seeds and test questions, B={t.n_boot}, seed {t.seed}]; p = published number, "
-        "Δ = ours − published.",
+        f"Test accuracy (%) at selection `{t.selection}` ({SELECTION_TEXT.get(t.selection, t.selection)}): mean "
+        f"over seeds [95% bootstrap interval over seeds and test questions, B={t.n_boot}, seed {t.seed}], "
+        "official rule; p = published number, Δ = ours − published.",
         "",
     ]
     head = _row_head(t) + [_header(t, b) for b in t.benchmarks]
@@ -294,6 +317,9 @@ def to_markdown(t: Table) -> str:
             s = f"{c.mean:.2f} [{c.low:.1f}, {c.high:.1f}]" + ("°" if c.single_evaluation else "")
             if c.single_evaluation:
                 marks.add("°")
+            if c.rules_differ:
+                marks.add("§")
+                s += f" · strict§ {c.strict:.2f}"
             if c.paper is not None:
                 m = _paper_mark(c.paper)
                 marks.update(m)
@@ -303,7 +329,11 @@ def to_markdown(t: Table) -> str:
     lines.append("")
     notes = []
     if "°" in marks:
-        notes.append("° evaluated once (no epochs to choose from): the same number under every protocol.")
+        notes.append("° evaluated once (no epochs to choose from): the same number at every selection.")
+    if "§" in marks:
+        notes.append("§ the strict rule (answers.score_strict: the text after the answer prefix, numbers as numbers, "
+                     "standalone choice letters, yes/no as words) gives another number than the official "
+                     "evaluator; cells without § agree.")
     if "†" in marks:
         notes.append(
             "† stand-in, not a reproduction target: the published number of the real task an embedded task "
@@ -317,24 +347,24 @@ def to_markdown(t: Table) -> str:
     if t.paper is not None:
         notes.append(
             f"Paper numbers: {t.paper.source} ({t.paper.data['fine_tune_cot']['source']}). Fine-tune-CoT's "
-            "open-student numbers use the best test epoch (protocol best_test_epoch)."
+            "open-student numbers use the best test epoch (protocol paper, selection best_test_epoch)."
         )
     other = sorted(
         {
-            c.paper.protocol
+            f"{c.selection} vs published {c.paper.protocol}"
             for r in t.rows
             for c in r.cells.values()
-            if c.paper is not None and c.paper.protocol != t.protocol
+            if c.paper is not None and not c.single_evaluation and c.paper.protocol != c.selection
         }
     )
     if other:
         notes.append(
-            f"Δ here also contains a protocol difference: this table is `{t.protocol}`, the published "
-            f"numbers are {' / '.join(other)} (csv column paper_protocol)."
+            f"Δ also contains a selection difference where a cell's epoch selection is not the published "
+            f"number's ({'; '.join(other)}; csv columns selection, paper_protocol)."
         )
     if t.missing:
         notes.append(
-            f"{t.missing} measured entries have no `{t.protocol}` number and are left out (not mixed in)."
+            f"{t.missing} measured entries have no `{t.selection}` number and are left out (not mixed in)."
         )
     lines += [f"- {n}" for n in notes]
     students = sorted(
@@ -403,11 +433,13 @@ CSV_FIELDS = [
     "metric",
     "benchmark",
     "protocol",
+    "selection",
     "n_seeds",
     "seeds",
     "mean",
     "ci_low",
     "ci_high",
+    "strict_mean",
     "single_evaluation",
     "n_test",
     "paper",
@@ -445,12 +477,14 @@ def to_csv(t: Table) -> str:
                     r.metric or "",
                     *[_blank(v) for v in r.by],
                     b,
-                    t.protocol,
+                    r.protocol,
+                    c.selection,
                     len(c.seeds),
                     " ".join(map(str, c.seeds)),
                     f"{c.mean:.4f}",
                     f"{c.low:.4f}",
                     f"{c.high:.4f}",
+                    "" if c.strict is None else f"{c.strict:.4f}",
                     int(c.single_evaluation),
                     " ".join("" if n is None else str(n) for n in c.ns),
                     "" if p is None else f"{p.value:.2f}",
@@ -509,6 +543,8 @@ def to_latex(t: Table) -> str:
                 cells.append("--")
                 continue
             s = f"${c.mean:.2f}_{{\\,[{c.low:.1f},\\,{c.high:.1f}]}}$"
+            if c.rules_differ:
+                s += f" [strict {c.strict:.2f}\\S]"
             if c.paper is not None:
                 mark = ("^\\dagger" if c.paper.stand_in else "") + ("^\\ddagger" if c.paper.secondary else "")
                 s += f" ({c.paper.value:.2f}${mark}$)" if mark else f" ({c.paper.value:.2f})"
@@ -517,11 +553,11 @@ def to_latex(t: Table) -> str:
     out += [
         r"\bottomrule",
         r"\end{tabular}",
-        r"\caption{Test accuracy (\%), protocol "
-        + _tex(t.protocol)
+        r"\caption{Test accuracy (\%), selection "
+        + _tex(t.selection)
         + r": mean over seeds with a 95\% bootstrap "
-        r"interval (seeds and test questions); published numbers in parentheses ($\dagger$: stand-in, "
-        r"$\ddagger$: secondary source).}",
+        r"interval (seeds and test questions), official rule; published numbers in parentheses ($\dagger$: "
+        r"stand-in, $\ddagger$: secondary source); \S: the strict rule's number where it differs.}",
         r"\end{table}",
     ]
     return "\n".join(out) + "\n"

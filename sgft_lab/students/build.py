@@ -26,17 +26,19 @@ class Student:
 
     @property
     def chat(self) -> bool:
-        """Prompts are wrapped in the tokenizer's chat template (student.use_chat_template)."""
-        return bool(self.cfg.use_chat_template)
+        """Prompts are wrapped in the tokenizer's chat template (student.chat_template)."""
+        return bool(self.cfg.chat_template)
 
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 64, progress: bool = False,
-                 max_input_tokens: int | None = None, label: str = "generating") -> list[str]:
-        """Greedy completions of ``prompts`` with this student's decoding choices (students/generation.py)."""
+                 max_input_tokens: int | None = None, label: str = "generating",
+                 max_length: int | None = None) -> list[str]:
+        """Greedy completions of ``prompts`` with this student's decoding choices (students/generation.py);
+        ``max_length``: Fine-tune-CoT's length rule instead of ``max_new_tokens``."""
         from sgft_lab.students.generation import DecodeOptions, generate
 
         return generate(self.model, self.tokenizer, self.family, prompts, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, progress=progress, max_input_tokens=max_input_tokens,
-                        decode=DecodeOptions.of(self.cfg), chat=self.chat, label=label)
+                        decode=DecodeOptions.of(self.cfg), chat=self.chat, label=label, max_length=max_length)
 
     def save(self, path: str | Path) -> Path:
         """Save the tokenizer and the weights (for LoRA/QLoRA only the adapter, via peft) under ``path``."""
@@ -46,12 +48,19 @@ class Student:
         self.tokenizer.save_pretrained(path)
         return path
 
+    def trained_names(self) -> set[str]:
+        """The parameters fine-tuning changes: every one (adapter none; LISA freezes blocks only for a while),
+        or the adapter's (LoRA, QLoRA)."""
+        if self.cfg.adapter is Adapter.none:
+            return {n for n, _ in self.model.named_parameters()}
+        return {n for n, p in self.model.named_parameters() if p.requires_grad}
+
     def save_trainable(self, path: str | Path) -> None:
-        """The trained (trainable) tensors only -- the adapter for LoRA -- for a later stage to load."""
+        """The trained tensors only -- the adapter for LoRA -- for a later stage to load (atomic)."""
         import torch
 
         path = Path(path)
-        keep = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        keep = self.trained_names()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save({k: v for k, v in self.model.state_dict().items() if k in keep}, tmp)
@@ -72,7 +81,7 @@ class Student:
         except Exception as e:  # a truncated or foreign file
             raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}); delete it to retrain") from None
         result = self.model.load_state_dict(state, strict=False)
-        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        trainable = self.trained_names()
         missing = [k for k in result.missing_keys if k in trainable]
         if result.unexpected_keys or missing:
             raise CheckpointError(f"{path}: weights do not fit the student (unexpected "
@@ -267,11 +276,11 @@ def build_student(cfg: StudentConfig, corpus: list[str] | None = None,
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
 
-    if cfg.use_chat_template:  # Student.chat: encode.prompt_ids wraps every prompt as a user message
+    if cfg.chat_template:  # Student.chat: encode.prompt_ids wraps every prompt as a user message
         if cfg.family is not Family.decoder:
-            raise ValueError("student.use_chat_template=true is for decoder (Instruct) students")
+            raise ValueError("student.chat_template=true is for decoder (Instruct) students")
         if not getattr(tok, "chat_template", None):
-            raise ValueError("student.use_chat_template=true, but the tokenizer of "
+            raise ValueError("student.chat_template=true, but the tokenizer of "
                              f"{cfg.name_or_path or 'the tiny student'} has no chat template")
     if cfg.adapter is not Adapter.none:
         model = _add_adapter(model, cfg)

@@ -59,7 +59,7 @@ def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None =
 
     Decoder: the tokenizer's special prefix (e.g. Llama's BOS; none for GPT-2 or the tiny tokenizer) + the
     text's ids, never a trailing EOS, cut from the right at ``max_input_tokens``; ``chat``: the text as one
-    user message in the tokenizer's chat template (``student.use_chat_template``, Instruct students).
+    user message in the tokenizer's chat template (``student.chat_template``, Instruct students).
     Encoder-decoder: the tokenizer's own encoding with ``truncation=True`` (T5 keeps its </s>), as
     Fine-tune-CoT does.
     """
@@ -76,7 +76,7 @@ def prompt_ids(tokenizer, family: str, text: str, max_input_tokens: int | None =
 
 def chat_prompt_ids(tokenizer, text: str) -> list[int]:
     """``text`` as one user message in the tokenizer's chat template, ending with the assistant header (the
-    template adds its own BOS). Used when ``student.use_chat_template`` (Instruct students): training
+    template adds its own BOS). Used when ``student.chat_template`` (Instruct students): training
     (``encode_pair``) and generation pass ``chat`` alike, so both wrap prompts the same way."""
     out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                         tokenize=True)
@@ -149,3 +149,24 @@ def collate(batch: list[dict], pad_id: int, family: str) -> dict[str, torch.Tens
     attention_mask = _pad([[1] * len(s) for s in ids], 0)
     labels = _pad([list(b["labels"]) for b in batch], IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_official(batch: list[dict], pad_id: int, width: int) -> dict[str, torch.Tensor]:
+    """Fine-tune-CoT's GPT-2 batches (src/custom/data_module.py): every decoder sequence left-padded with
+    ``pad_id`` to ``width`` -- the longest sequence of the whole split, not of the batch -- attention 0 and
+    labels -100 on the pads; no position ids are passed, so positions count the pads too (as theirs did)."""
+    import torch
+
+    if not batch:
+        raise ValueError("collate: empty batch")
+    ids, mask, labels = [], [], []
+    for item in batch:
+        n = len(item["input_ids"])
+        if n > width:
+            raise ValueError(f"collate_official: a sequence of {n} tokens exceeds the split's width {width}")
+        ids.append([pad_id] * (width - n) + list(item["input_ids"]))
+        mask.append([0] * (width - n) + [1] * n)
+        labels.append([IGNORE_INDEX] * (width - n) + list(item["labels"]))
+    return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long)}
+

@@ -41,11 +41,13 @@ class DecodeOptions:
     compile: bool | None = None  # static: compile the step (None: on CUDA only)
     check_every: int = 16  # static: decoding steps between stop checks
     vllm_kwargs: dict = field(default_factory=dict)  # vllm: vllm.LLM keyword arguments
+    official_padding: bool = False  # Fine-tune-CoT's GPT-2 evaluation (greedy_ids)
 
     @classmethod
     def of(cls, cfg: Any) -> "DecodeOptions":
         backend = getattr(cfg.decode, "value", cfg.decode)
-        return cls(backend, cfg.decode_compile, cfg.decode_check_every, dict(cfg.vllm_kwargs or {}))
+        return cls(backend, cfg.decode_compile, cfg.decode_check_every, dict(cfg.vllm_kwargs or {}),
+                   bool(getattr(cfg, "official_padding", False)))
 
     def options(self) -> dict:
         """The backend's keyword options (greedy_ids ``options``)."""
@@ -98,12 +100,18 @@ def trim_at_eos(ids: Sequence[int], eos: Sequence[int]) -> list[int]:
 
 def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_tokens: int, batch_size: int,
                pad_id: int, eos_ids: Sequence[int], backend: str | None = "eager",
-               options: dict | None = None, on_batch: Callable[..., None] | None = None) -> list[list[int]]:
+               options: dict | None = None, on_batch: Callable[..., None] | None = None,
+               max_length: int | None = None, official_padding: bool = False) -> list[list[int]]:
     """New token ids of greedy decoding for each prompt in ``encoded`` (input order), cut after the first EOS.
 
     Prompts are sorted longest first so each batch holds similar lengths (and an out-of-memory error shows in
     the first batch); decoders are left-padded. ``backend``: eager | static | vllm | auto | None (auto); see the
     module docstring.
+
+    ``max_length``: Fine-tune-CoT's ``generate(max_length=...)`` instead of ``max_new_tokens``: a decoder's
+    prompt (its padded batch width) counts against it, an encoder-decoder's output (with its start token)
+    does. ``official_padding``: as Fine-tune-CoT evaluated GPT-2 -- every batch left-padded to the longest
+    prompt of the whole set, in input order, and no attention mask (the pads are attended); eager only.
     """
     import torch
 
@@ -111,10 +119,13 @@ def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     options = dict(options or {})
     eos = list(eos_ids)
-    backend = resolve_backend(model, family, backend)
+    backend = "eager" if official_padding else resolve_backend(model, family, backend)
     if backend == "vllm":
         return vllm_greedy(model, encoded, max_new_tokens=max_new_tokens, eos_ids=eos, options=options)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    if official_padding:
+        order = list(range(len(encoded)))  # the official test loader: file order, one width for the whole set
+    set_width = max((len(e) for e in encoded), default=0)
     left = family == "decoder"  # a decoder's new tokens must follow its prompt directly
     device = next(model.parameters()).device
     outputs: list[list[int] | None] = [None] * len(encoded)
@@ -136,11 +147,16 @@ def greedy_ids(model, encoded: Sequence[Sequence[int]], *, family: str, max_new_
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 seqs = [list(encoded[i]) for i in idx]
-                if static is not None:
-                    rows = static.run(seqs, max_new_tokens, pad_id, eos, batch_size=batch_size,
-                                      min_width=width)
+                batch_width = set_width if official_padding else max(len(s) for s in seqs)
+                new = new_tokens(model, family, max_new_tokens, max_length,
+                                 width if static is not None else batch_width)
+                if new <= 0:
+                    rows = [[] for _ in seqs]
+                elif static is not None:
+                    rows = static.run(seqs, new, pad_id, eos, batch_size=batch_size, min_width=width)
                 else:
-                    rows = _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device)
+                    rows = _hf_generate(model, seqs, left, family, new, pad_id, eos, device,
+                                        width=batch_width, attend_pads=official_padding)
                 for i, r in zip(idx, rows, strict=True):
                     outputs[i] = trim_at_eos(r, eos)
                 if on_batch is not None:  # prompts done, new tokens made
@@ -162,9 +178,26 @@ def _left_pad(seqs: list[list[int]], width: int, pad_id: int, left: bool = True)
     return input_ids, attention_mask
 
 
-def _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device) -> list[list[int]]:
-    width = max(len(s) for s in seqs)
+def new_tokens(model, family: str, max_new_tokens: int, max_length: int | None, width: int) -> int:
+    """New tokens for a batch of prompt ``width``: ``max_new_tokens``, or what ``max_length`` leaves (HF
+    ``generate(max_length)``: a decoder's prompt counts, an encoder-decoder's start token does), never past
+    the model's positions."""
+    if max_length is None:
+        new = max_new_tokens
+    else:
+        new = max_length - (width if family == "decoder" else 1)
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if family == "decoder" and isinstance(positions, int):
+        new = min(new, positions - width)
+    return new
+
+
+def _hf_generate(model, seqs, left, family, max_new_tokens, pad_id, eos, device, width: int | None = None,
+                 attend_pads: bool = False) -> list[list[int]]:
+    width = width or max(len(s) for s in seqs)
     input_ids, attention_mask = _left_pad(seqs, width, pad_id, left)
+    if attend_pads:  # Fine-tune-CoT passed no attention mask: GPT-2's pads (= EOS) are attended
+        attention_mask = torch_ones_like(attention_mask)
     out = model.generate(
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos,
@@ -309,14 +342,22 @@ def vllm_greedy(model, encoded: Sequence[Sequence[int]], *, max_new_tokens: int,
     return out
 
 
+def torch_ones_like(t):
+    import torch
+
+    return torch.ones_like(t)
+
+
 def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int, batch_size: int = 64,
              progress: bool = False, max_input_tokens: int | None = None, backend: str | None = None,
-             decode: DecodeOptions | None = None, chat: bool = False, label: str = "generating") -> list[str]:
+             decode: DecodeOptions | None = None, chat: bool = False, label: str = "generating",
+             max_length: int | None = None) -> list[str]:
     """Greedy completions of ``prompts`` (new text only, special tokens skipped), in input order.
 
     Prompts are tokenized by ``encode.prompt_ids`` (the ids the student was trained on; cut at
     ``max_input_tokens``; ``chat``: wrapped in the chat template) and decoded by ``greedy_ids`` with
-    ``decode`` (the student's choices; ``backend`` overrides its backend). ``progress``: a bar named ``label``
+    ``decode`` (the student's choices; ``backend`` overrides its backend); ``max_length``: Fine-tune-CoT's
+    length rule instead of ``max_new_tokens`` (see ``greedy_ids``). ``progress``: a bar named ``label``
     advancing per batch, with new tokens per second.
     Departs from Fine-tune-CoT in bounding new tokens (``max_new_tokens``) rather than prompt + new
     (``max_length=1024``). The model runs in eval mode under ``torch.no_grad`` and gets its mode back.
@@ -347,7 +388,8 @@ def generate(model, tokenizer, family: str, prompts: list[str], max_new_tokens: 
         bar.start()
     try:
         kw = {"family": family, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "pad_id": pad_id,
-              "eos_ids": eos, "options": decode.options(),
+              "eos_ids": eos, "options": decode.options(), "max_length": max_length,
+              "official_padding": decode.official_padding,
               "on_batch": _progress_hook(bar, task) if bar is not None else None}
         try:
             rows = greedy_ids(model, encoded, backend=chosen, **kw)

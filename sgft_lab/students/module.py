@@ -175,14 +175,9 @@ class StudentModule(pl.LightningModule):
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None,
                  batch_size: int | None = None, progress: bool = False) -> list[str]:
-        """Greedy completions of ``prompts`` in input order (see ``generation.generate``)."""
-        from sgft_lab.students.generation import generate
-
+        """Greedy completions of ``prompts`` in input order (``Student.generate``, the trainer's batch size)."""
         cfg = self.student.cfg
-        return generate(
-            self.model, self.student.tokenizer, self.student.family, prompts,
-            max_new_tokens=max_new_tokens if max_new_tokens is not None else cfg.max_new_tokens,
+        return self.student.generate(
+            prompts, max_new_tokens if max_new_tokens is not None else cfg.max_new_tokens,
             batch_size=batch_size if batch_size is not None else self.trainer_cfg.eval_batch_size,
-            progress=progress,
-            max_input_tokens=cfg.max_input_tokens,
-        )
+            progress=progress, max_input_tokens=cfg.max_input_tokens)

@@ -32,6 +32,16 @@ def import_vllm():
     return vllm
 
 
+def vllm_identity(model: str, dtype: str, use_chat_template: bool, seed: int) -> str:
+    """The cache identity of a vLLM teacher: its recipe (known without loading the weights)."""
+    return f"vllm:{model}|dtype={dtype}|chat={int(use_chat_template)}|seed={seed}"
+
+
+def identity_for(cfg: Any) -> str:
+    """``vllm_identity`` of a teacher config (``dry_run``: no vllm import, no weights)."""
+    return vllm_identity(cfg.model, cfg.dtype, cfg.use_chat_template, cfg.seed)
+
+
 class VLLMTeacher:
     cacheable = True
     price = None
@@ -42,7 +52,7 @@ class VLLMTeacher:
             raise ValueError("teacher.model: required for teacher=vllm (a hub name or a local path)")
         self._vllm = import_vllm()
         self.model, self.seed, self.use_chat_template, self.batch_size = model, seed, use_chat_template, batch_size
-        self.identity = f"vllm:{model}|dtype={dtype}|chat={int(use_chat_template)}|seed={seed}"
+        self.identity = vllm_identity(model, dtype, use_chat_template, seed)
         self._llm = self._vllm.LLM(model=model, seed=seed, dtype=dtype, trust_remote_code=trust_remote_code,
                                    **dict(engine_kwargs or {}))
 

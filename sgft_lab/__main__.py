@@ -167,6 +167,21 @@ def _install_error_report() -> None:
     run_and_report.sgft_lab = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report
 
+    # A bad command-line flag: argparse prints its usage block, then the error; here it is one line.
+    hydra_main = sys.modules["hydra.main"]  # the module (`hydra.main` the attribute is the decorator)
+
+    def get_args_parser():
+        parser = hydra_utils.get_args_parser()
+
+        def error(message: str):
+            sys.stderr.write(f"sgft_lab: {message} (see python -m sgft_lab --help)\n")
+            sys.exit(2)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
+
+    hydra_main.get_args_parser = get_args_parser
+
 
 def config_searchpath(args: list[str], env: str | None) -> list[str]:
     """``args`` with the config folders named in ``env`` (the value of SGFT_LAB_CONFIG_PATH) appended to

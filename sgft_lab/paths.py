@@ -38,8 +38,12 @@ class RunPaths:
         return self.run_dir / "metrics.csv"
 
     @property
-    def lock(self) -> Path:  # held by the process running in this dir
+    def lock(self) -> Path:  # held by the process running in this dir (sgft_lab/runlock.py)
         return self.run_dir / ".lock"
+
+    @property
+    def lock_owner(self) -> Path:  # the pid and host of the process holding the lock
+        return self.run_dir / ".lock.owner"
 
     # --- evaluation and training --------------------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ metric}`` -- the teacher accounting, speed and the method's ``details``. The rep
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from collections.abc import Sequence
@@ -123,6 +124,7 @@ class RunContext:
         self._teacher = None
         self._cache = None
         self._wandb = None
+        self.lock = None  # the run dir's lock (runlock.acquire in prepare; released by finish)
         self._lap = time.time()
 
     # --- data ----------------------------------------------------------------------------------------------
@@ -284,12 +286,20 @@ def prepare(cfg: Config, job: HydraJob, run_dir: str | os.PathLike | None = None
     save the config, seed. ``run_dir`` replaces the identity's folder (notebooks, tests)."""
     from .benchmarks import load_benchmark
 
+    quiet_libraries()
     splits = load_benchmark(cfg.benchmark, cfg.paths.data_dir, require_train=cfg.method.uses_training(),
                             protocol=cfg.protocol)
     if check is not None:
         check(cfg, splits)
+    from . import runlock
+
     paths = RunPaths(run_dir_for(cfg, job) if run_dir is None else Path(run_dir))
-    save_config(cfg, paths, job)
+    lock = runlock.acquire(paths, global_rank())  # one process per run dir, until finish()
+    try:
+        save_config(cfg, paths, job)
+    except BaseException:
+        runlock.release(lock)
+        raise
     seed_everything(cfg.seed)
     import torch
 
@@ -297,7 +307,29 @@ def prepare(cfg: Config, job: HydraJob, run_dir: str | os.PathLike | None = None
         torch.set_num_threads(cfg.trainer.threads)
     if cfg.protocol == "paper" and torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls, as Fine-tune-CoT's custom_train.py sets
-    return RunContext(cfg, paths, splits, job)
+    ctx = RunContext(cfg, paths, splits, job)
+    ctx.lock = lock
+    return ctx
+
+
+# Library loggers whose warnings say nothing a run can act on: bitsandbytes looking for optional CPU kernels on
+# the Hub (offline here, and the pure-PyTorch fallback is used), at every import.
+NOISY_LOGGERS = ("kernels", "bitsandbytes.backends.cpu.ops")
+
+
+def quiet_libraries() -> None:
+    """Silence library noise in a run's output: transformers' per-save / per-load progress bars ("Writing model
+    shards", "Loading weights") and the loggers above; the project's own bars and errors stay."""
+    import logging
+
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # transformers is a dependency; a broken install shows elsewhere
+        pass
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def finish(ctx: RunContext, ok: bool) -> dict | None:
@@ -325,6 +357,12 @@ def finish(ctx: RunContext, ok: bool) -> dict | None:
         if ctx._wandb is not None:
             ctx._wandb.finish(exit_code=0 if ok else 1)
             ctx._wandb = None
+        from . import runlock
+
+        runlock.release(ctx.lock)
+        ctx.lock = None
+        if global_rank() == 0:
+            print(f"run dir: {ctx.paths.run_dir}", flush=True)
     return results
 
 
@@ -339,14 +377,18 @@ def execute(cfg: Config, job: HydraJob | None = None, run_dir: str | os.PathLike
         plan = make_plan(cfg, job or HydraJob(), run_dir)
         print_plan(plan)
         return plan
+    from .sweep import LAST
+
     method = get_method(cfg.method.name)
     ctx = prepare(cfg, job or HydraJob(), run_dir, check=getattr(method, "check", None))
+    LAST["run_dir"] = str(ctx.paths.run_dir)
     ok = False
     try:
         method.run(ctx)
         ok = True
     finally:
         results = finish(ctx, ok)
+    LAST["accuracy"] = (results or {}).get("metrics", {}).get("accuracy")
     return results or {}
 
 
@@ -402,7 +444,10 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     env.update(cpu=model, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-               cpu_vector_isa=[f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags])
+               cpu_vector_isa=[f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
+               # the kernels torch actually uses (ATEN_CPU_CAPABILITY can lower it): their rounding differs, and
+               # greedy decoding amplifies that (README: 67.50% with AVX512 kernels, 62.00% with AVX2 ones)
+               torch_cpu_capability=torch.backends.cpu.get_cpu_capability())
     if torch.cuda.is_available():
         env.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
                    float32_matmul_precision=torch.get_float32_matmul_precision())
@@ -436,13 +481,20 @@ def start_wandb(cfg: Config, paths: RunPaths):
         if offline and os.environ.get("WANDB_MODE") != "offline":
             print("wandb: no WANDB_API_KEY set, logging offline (upload later with `wandb sync`).")
     paths.run_dir.mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or cfg.experiment,
-        job_type=cfg.method.name, tags=list(cfg.logger.tags) + [cfg.benchmark.name, cfg.student.name],
-        name=run_name(cfg.method.name, cfg.benchmark.name, cfg.student.name, cfg.seed),
-        dir=str(paths.run_dir), mode="offline" if offline else "online", config=redact(to_plain(cfg)),
-        reinit="finish_previous",
-    )
+    # W&B records the command line (sys.argv) in the run's metadata: it sees it with credentials masked
+    # (teacher.base_url=http://user:KEY@...), then the real one is put back.
+    argv = sys.argv
+    sys.argv = [redact_text(a) for a in argv]
+    try:
+        return wandb.init(
+            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or cfg.experiment,
+            job_type=cfg.method.name, tags=list(cfg.logger.tags) + [cfg.benchmark.name, cfg.student.name],
+            name=run_name(cfg.method.name, cfg.benchmark.name, cfg.student.name, cfg.seed),
+            dir=str(paths.run_dir), mode="offline" if offline else "online", config=redact(to_plain(cfg)),
+            reinit="finish_previous",
+        )
+    finally:
+        sys.argv = argv
 
 
 def summary_metrics(results: dict) -> dict[str, float]:
@@ -546,7 +598,7 @@ def print_results_table(results: dict) -> None:
     t.add_row("teacher calls (cache hits)", f"{results['teacher']['calls']} ({results['teacher']['cache_hits']})",
               "", "")
     t.add_row("wall time", f"{results['wall_time_s']:.1f} s", "", "")
-    Console().print(t)
+    Console(emoji=False).print(t)
 
 
 def hydra_job() -> HydraJob:

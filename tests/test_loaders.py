@@ -491,3 +491,65 @@ def test_shared_asdiv_and_mawps():
     assert not set(a.train) & set(a.test) and len(a.train) == round(len(a.examples) * 0.7)
     m = load_pools(default_config("mawps"), SHARED_DATA)
     assert len(m.examples) == 1921 and "number0" not in " ".join(e.question for e in m.examples.values())
+
+
+# --- binary bytes and malformed files: DataError naming file and line (issue 13) ------------------------------
+
+# One file of each reader: (benchmark, file, format).
+READER_FILES = [
+    ("gsm8k", "gsm8k/test.jsonl", "jsonl"),
+    ("single_eq", "singleeq/questions.json", "json_list"),
+    ("coin_flip", "coin_flip/coin_flip.json", "examples"),
+    ("mawps", "mawps/cv_mawps/fold0/dev.csv", "csv"),
+    ("asdiv", "asdiv/ASDiv.xml", "asdiv_xml"),
+]
+
+
+@pytest.mark.parametrize("key, rel, fmt", READER_FILES, ids=[f for _, _, f in READER_FILES])
+def test_invalid_utf8_is_a_data_error_naming_file_and_line(tmp_path, key, rel, fmt):
+    from sgft_lab.errors import DataError
+
+    data = copy_fixtures(tmp_path)
+    path = data / rel
+    lines = path.read_bytes().split(b"\n")
+    n = next(i for i, line in enumerate(lines) if i >= 1 and len(line.strip()) > 4)  # 0-based, past line 1
+    cut = len(lines[n]) // 2
+    lines[n] = lines[n][:cut] + b"\xc0\xaf" + lines[n][cut:]  # an overlong '/': never valid UTF-8
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError) as e:
+        load_pools(default_config(key), data, require_train=False)
+    assert str(e.value).startswith(f"{path}:{n + 1}: not UTF-8 text (byte 0xc0)"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, rel, fmt", READER_FILES, ids=[f for _, _, f in READER_FILES])
+def test_malformed_file_is_a_data_error_naming_file_and_line(tmp_path, key, rel, fmt):
+    from sgft_lab.errors import DataError
+
+    data = copy_fixtures(tmp_path)
+    path = data / rel
+    text = path.read_text(encoding="utf-8")
+    broken = {"jsonl": "\n{not json\n", "json_list": "\n]\n", "examples": "\n}\n", "asdiv_xml": "\n<unclosed\n",
+              "csv": '\n"' + "x" * 200_000 + '",1\n'}[fmt]  # csv: a cell past the csv module's limit
+    path.write_text(text.rstrip("\n") + broken, encoding="utf-8")
+    line = text.rstrip("\n").count("\n") + 2  # the first line of `broken`
+    with pytest.raises(DataError) as e:
+        load_pools(default_config(key), data, require_train=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:{line}: invalid "), msg[:300]
+    assert "\n" not in msg
+
+
+def test_missing_field_and_missing_file_are_data_errors(tmp_path):
+    from sgft_lab.errors import DataError, DataFileMissing
+
+    data = copy_fixtures(tmp_path)
+    path = data / "gsm8k" / "test.jsonl"
+    path.write_text('{"question": "q"}\n')
+    with pytest.raises(DataError, match=rf"^{path}:1: field 'answer': missing$"):
+        load_pools(default_config("gsm8k"), data)
+    path.unlink()
+    with pytest.raises(DataFileMissing, match=rf"^{path}: benchmark file not found"):
+        load_pools(default_config("gsm8k"), data)
+    with pytest.raises(DataFileMissing, match=r"aqua/train\.json"):  # MissingTrainData is one too
+        load_real(default_config("aqua"), FIXTURES)

@@ -50,3 +50,32 @@ def test_openai_teacher_pipeline_with_faults_and_no_key_on_disk(tmp_path: Path, 
     for f in (tmp_path / "faulty" / "outputs").rglob("*"):
         if f.is_file():
             assert KEY.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.slow
+def test_credentials_in_the_base_url_are_nowhere_on_disk_or_in_the_output(tmp_path: Path, monkeypatch):
+    """`teacher.base_url=http://u:CANARY@host/v1?api_key=CANARY`: the credentials reach the server (basic auth, the
+    query) and nothing else -- not config.yaml, overrides.txt, results.json, the cache, the logs, W&B, the run
+    dir's name or the console."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    srv = FakeOpenAIServer(seed=7, responder=reference_responder(_embedded_train(), error_rate=0.15)).start()
+    host = srv.base_url.split("://", 1)[1]
+    url = f"http://u:CANARY-USERINFO@{host}?api_key=CANARY-QUERY"
+    try:
+        p = run_sgft([*TINY, "trainer.max_epochs=1", "teacher=openai", f"teacher.base_url='{url}'",
+                      "teacher.model=fake-teacher", "logger=wandb", "logger.offline=true"], tmp_path)
+    finally:
+        srv.stop()
+    import base64
+
+    basic = "Basic " + base64.b64encode(b"u:CANARY-USERINFO").decode()
+    assert srv.stats.ok > 0 and set(srv.stats.auth) == {basic}  # the credentials reached the server ...
+    assert {q.get("api_key") for q in srv.stats.queries} == {"CANARY-QUERY"}
+    assert "CANARY" not in p.stdout + p.stderr
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert any(f.name == "results.json" for f in files) and any(f.suffix == ".wandb" for f in files)
+    for f in tmp_path.rglob("*"):
+        assert "CANARY" not in str(f.relative_to(tmp_path)), f
+        if f.is_file():
+            assert b"CANARY" not in f.read_bytes(), f

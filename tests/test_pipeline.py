@@ -154,3 +154,16 @@ def test_a_method_that_raises_closes_its_loggers_and_the_rerun_resumes(tmp_path:
     assert res["teacher"]["calls"] == 0  # the teacher stage was not repeated
     assert [h["epoch"] for h in res["details"]["history"]] == [0, 1]  # epoch 0's evaluation was kept ...
     assert epoch0.stat().st_mtime_ns == before  # ... not redone: training went on from epoch 1
+
+
+def test_a_filter_that_keeps_nothing_ends_in_one_line_with_the_counts(tmp_path: Path):
+    """A teacher that is always wrong: no training sample survives the correctness filter. The run stops before
+    any student is built, with one line giving the counts, the commonest reason and what to change."""
+    p = run_sgft([*TINY, "teacher.error_rate=1.0"], tmp_path, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("sgft_lab: the correctness filter kept 0 of 48 teacher samples "
+                           "(rejections: wrong_answer 48); nothing to train on.")
+    assert "try a stronger teacher" in line
+    (run_dir,) = {f.parent for f in (tmp_path / "outputs" / "runs").rglob("config.yaml")}
+    assert (run_dir / "teacher" / "filter_report.json").is_file() and not (run_dir / "checkpoints").exists()

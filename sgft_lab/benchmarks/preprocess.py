@@ -2,8 +2,8 @@
 
 The reference is `notebooks/old/Data Preparation.ipynb` of itsnamgyu/reasoning-teacher. One function per raw
 format; each takes a `Row` (the raw dict plus where it came from) and returns an Example whose id is
-``{task}:{sample_index}``. A missing or malformed field raises a one-line ValueError naming the file, the line
-(or row) and the field.
+``{task}:{sample_index}``. A missing or malformed field raises a one-line DataError (a ValueError) naming the
+file, the line (or row) and the field.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import DataError
 from .record import Example
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -26,8 +27,8 @@ class Row:
     index: int
     where: str  # "gsm8k/train.jsonl:12" or "singleeq/questions.json row 5"
 
-    def fail(self, field: str, msg: str) -> ValueError:
-        return ValueError(f"{self.where}: field {field!r}: {msg}")
+    def fail(self, field: str, msg: str) -> DataError:
+        return DataError(f"{self.where}: field {field!r}: {msg}")
 
     def get(self, field: str, typ: type | tuple[type, ...] | None = None) -> Any:
         """Value at a dotted path ("question.stem"), checked for presence and (optionally) type."""
@@ -87,7 +88,7 @@ def multiarith(row: Row, task: str, **_: Any) -> Example:
         value = float(sol)
     except (TypeError, ValueError):
         raise row.fail("lSolutions", f"not a number: {sol!r}") from None
-    if int(value) != value:
+    if not value.is_integer():  # also NaN and infinity ("nan", "1e400")
         raise row.fail("lSolutions", f"expected an integer solution, got {sol!r}")
     return _example(task, row, row.text("sQuestion"), str(int(value)), "number")
 

@@ -2,7 +2,8 @@
 
 Rows come back as `Row`s in Fine-tune-CoT's unified index order: the parts of a benchmark are concatenated
 (GSM8K train then test, CommonsenseQA train then dev, AQuA train then test), so the official split files apply
-unchanged. Every reader names the file and line (or row) of a bad record.
+unchanged. Every reader names the file and line (or row) of a bad record in a DataError: invalid JSON, CSV or
+XML, bytes that are not UTF-8, a record of the wrong shape. A missing file is a DataFileMissing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError, DataFileMissing
 from .preprocess import Row
 
 
@@ -27,19 +29,37 @@ class Part:
     obtain: str = ""  # where to get the file when it is missing
 
 
-class MissingTrainData(FileNotFoundError):
+class MissingTrainData(DataFileMissing):
     """A benchmark's train file is absent (AQuA's 97,467-row train.json); test-only loading still works."""
 
 
 # --- local files --------------------------------------------------------------------------------------------
 
 
-def _load_json(path: Path, rel: str) -> Any:
+def _not_utf8(rel: str, data: bytes, e: UnicodeDecodeError, line: int | None = None) -> DataError:
+    """The error for bytes that are not UTF-8: file, line and the offending byte (``e`` indexes ``data``)."""
+    line = data.count(b"\n", 0, e.start) + 1 if line is None else line
+    return DataError(f"{rel}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); benchmark files are UTF-8")
+
+
+def _read_text(path: Path, rel: str) -> str:
+    data = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(rel, data, e) from None
+
+
+def _load_json(path: Path, rel: str) -> Any:
+    text = _read_text(path, rel)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{rel}:{e.lineno}: invalid JSON ({e.msg})") from None
+        raise DataError(f"{rel}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{rel}: invalid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer longer than Python converts
+        raise DataError(f"{rel}: invalid JSON ({e})") from None
 
 
 def read_part(data_dir: Path, part: Part, offset: int) -> list[Row]:
@@ -47,7 +67,7 @@ def read_part(data_dir: Path, part: Part, offset: int) -> list[Row]:
     path = data_dir / part.path
     rel = str(path)  # errors name the file as found
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataFileMissing(
             f"{path}: benchmark file not found (data dir {data_dir}; expected the layout of "
             f"../shared/data){': ' + part.obtain if part.obtain else ''}"
         )
@@ -60,15 +80,15 @@ def read_part(data_dir: Path, part: Part, offset: int) -> list[Row]:
     data = _load_json(path, rel)
     if part.fmt == "examples":
         if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
-            raise ValueError(f"{rel}: field 'examples': missing or not a list")
+            raise DataError(f"{rel}: field 'examples': missing or not a list")
         data = data["examples"]
     elif not isinstance(data, list):
-        raise ValueError(f"{rel}: expected a JSON array of records")
+        raise DataError(f"{rel}: expected a JSON array of records")
     rows = []
     for i, d in enumerate(data):
         where = f"{rel} row {i}"
         if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+            raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}")
         rows.append(Row(d, offset + i, where))
     return rows
 
@@ -76,38 +96,51 @@ def read_part(data_dir: Path, part: Part, offset: int) -> list[Row]:
 def _jsonl_rows(path: Path, rel: str, offset: int) -> Iterator[Row]:
     # AQuA's *.json files are JSON Lines too; blank lines are skipped without taking an index.
     i = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(rel, raw, e, lineno) from None
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{rel}:{lineno}: invalid JSON ({e.msg})") from None
+                raise DataError(f"{rel}:{lineno}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise DataError(f"{rel}:{lineno}: invalid JSON (nested too deeply)") from None
+            except ValueError as e:  # e.g. an integer longer than Python converts
+                raise DataError(f"{rel}:{lineno}: invalid JSON ({e})") from None
             if not isinstance(d, dict):
-                raise ValueError(f"{rel}:{lineno}: expected a JSON object, got {type(d).__name__}")
+                raise DataError(f"{rel}:{lineno}: expected a JSON object, got {type(d).__name__}")
             yield Row(d, offset + i, f"{rel}:{lineno}")
             i += 1
 
 
 def _csv_rows(path: Path, rel: str, offset: int) -> Iterator[Row]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    import io
+
+    reader = csv.DictReader(io.StringIO(_read_text(path, rel), newline=""))
+    try:
         for i, d in enumerate(reader):
             if None in d:  # more cells than header columns
-                raise ValueError(
-                    f"{rel}:{reader.line_num}: more cells than the header's {len(reader.fieldnames)}"
+                raise DataError(
+                    f"{rel}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or ())}"
                 )
             yield Row({k: v for k, v in d.items() if v is not None}, offset + i, f"{rel}:{reader.line_num}")
+    except csv.Error as e:
+        raise DataError(f"{rel}:{reader.reader.line_num}: invalid CSV ({e})") from None  # the line being read
 
 
 def _asdiv_rows(path: Path, rel: str, offset: int) -> list[Row]:
     import xml.etree.ElementTree as ET
 
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(_read_text(path, rel))  # a str: the declared encoding is not consulted
     except ET.ParseError as e:
-        raise ValueError(f"{rel}:{e.position[0]}: invalid XML ({e})") from None
+        line = e.position[0]
+        raise DataError(f"{rel}:{line}: invalid XML ({e})") from None
     rows = []
     for i, p in enumerate(root.iter("Problem")):
         d: dict[str, Any] = {k: v for k, v in p.attrib.items()}

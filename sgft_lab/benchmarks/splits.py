@@ -4,7 +4,6 @@ from train, and n-shot subsampling (all with numpy RandomState, as `src/data/spl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 SPLIT_DIR = "fine_tune_cot_splits/split"
@@ -15,27 +14,27 @@ def split_file(data_dir: Path, task: str, kind: str = "default") -> Path:
 
 
 def read_split_file(path: Path) -> tuple[list[int], list[int]]:
-    """``{"train": [...], "test": [...]}`` of disjoint sample indices."""
+    """``{"train": [...], "test": [...]}`` of disjoint sample indices; a missing or malformed file is a DataError
+    naming it (and the line, for bad JSON or bytes that are not UTF-8)."""
+    from ..errors import DataError, DataFileMissing
+    from .sources import _load_json
+
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataFileMissing(
             f"{path}: Fine-tune-CoT split file not found (copy data/split/ of "
             "itsnamgyu/reasoning-teacher to <data dir>/fine_tune_cot_splits/split/)"
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    d = _load_json(path, str(path))
     out = []
     for key in ("train", "test"):
         v = d.get(key) if isinstance(d, dict) else None
         if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
-            raise ValueError(f"{path}: field {key!r}: missing or not a list of integers")
+            raise DataError(f"{path}: field {key!r}: missing or not a list of integers")
         out.append(v)
     train, test = out
     overlap = set(train) & set(test)
     if overlap:
-        raise ValueError(f"{path}: train and test share {len(overlap)} indices, e.g. {min(overlap)}")
+        raise DataError(f"{path}: train and test share {len(overlap)} indices, e.g. {min(overlap)}")
     return train, test
 
 

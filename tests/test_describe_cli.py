@@ -107,3 +107,14 @@ def test_describe_imports_no_torch():
     )
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stdout
+
+
+def test_describe_accepts_the_embedded_benchmarks_the_app_runs(tmp_path):
+    """The keys a newcomer's own runs use: generated, so no data dir is needed; --n-shot sets n_train."""
+    p = describe("--benchmark", "embedded_coin_flip", "--n-shot", "12", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert last_json(p) == {"benchmark": "embedded_coin_flip", "split": "embedded", "train": 12, "val": 100,
+                            "test": 200}
+    assert "scored as coin_flip" in p.stdout and "answer: " in p.stdout
+    p = describe("--benchmark", "embedded_arithmetic", "--protocol", "paper", cwd=tmp_path)
+    assert last_json(p)["val"] == 0 and last_json(p)["train"] == 2000

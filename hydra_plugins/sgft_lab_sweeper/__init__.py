@@ -26,6 +26,17 @@ class TierSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.tier = config.get("tier")
 
+    def sweep(self, arguments: List[str]) -> Any:
+        # A failed job ends the sweep in an exception before Hydra's on_multirun_end callbacks run: print the
+        # sweep's summary (sgft_lab/sweep.py) here for that case.
+        try:
+            return super().sweep(arguments)
+        except Exception:
+            from sgft_lab.sweep import print_summary
+
+            print_summary(self.config.hydra.sweep.dir)
+            raise
+
     def split_arguments(  # type: ignore[override]
         self, overrides: List[Override], max_batch_size: Any
     ) -> List[List[List[str]]]:

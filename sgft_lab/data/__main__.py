@@ -17,15 +17,18 @@ import textwrap
 
 
 def benchmark_config(key: str):
-    """conf/benchmark/<key>.yaml as a BenchmarkConfig; unknown keys fail listing the known ones."""
-    from ..benchmarks.loaders import default_config, get_spec
+    """conf/benchmark/<key>.yaml as a BenchmarkConfig (every key the app accepts, embedded ones included); a
+    real benchmark without a config file gets its defaults; unknown keys fail listing the known ones."""
+    from ..benchmarks.loaders import KNOWN, default_config, get_spec
     from ..config import BenchmarkConfig
-
     from ..tiers import conf_dir
 
-    get_spec(key)  # unknown -> ValueError listing the known benchmarks
     path = conf_dir() / "benchmark" / f"{key}.yaml"
     if not path.is_file():
+        if key not in KNOWN:
+            embedded = sorted(f.stem for f in path.parent.glob("embedded_*.yaml"))
+            raise ValueError(f"unknown benchmark {key!r}; known: {', '.join([*KNOWN, *embedded])}")
+        get_spec(key)
         return default_config(key)
     import yaml
 
@@ -46,6 +49,8 @@ def describe(args: argparse.Namespace) -> int:
     from ..benchmarks.loaders import carve, load_pools
 
     cfg = benchmark_config(args.benchmark)
+    if cfg.source == "embedded":
+        return describe_embedded(args, cfg)
     if args.split:
         cfg.split = args.split
     if args.n_shot is not None:
@@ -81,13 +86,37 @@ def describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_embedded(args: argparse.Namespace, cfg) -> int:
+    """An embedded task: generated, so no data dir; its sizes (``--n-shot`` sets n_train) and one example
+    with its solution trace."""
+    from ..benchmarks import load_benchmark
+
+    if args.n_shot is not None:
+        cfg.n_train = args.n_shot
+    splits = load_benchmark(cfg, protocol=args.protocol)
+    counts = splits.counts()
+    print(f"benchmark {args.benchmark} (embedded generator {cfg.generator}, scored as {splits.task}, "
+          f"difficulty {cfg.difficulty}, data_seed {cfg.data_seed})")
+    print(f"train {counts['train']}, val {counts['val']}, test {counts['test']}"
+          + (" (protocol paper: no validation split)" if args.protocol == "paper" else ""))
+    ex = splits.train[0] if splits.train else splits.test[0]
+    print(f"example {ex.id} ({ex.answer_type}):")
+    print(f"  question: {_indent(ex.question, 800)}")
+    print(f"  answer: {ex.answer}")
+    if ex.rationale:
+        print(f"  rationale: {_indent(ex.rationale, 240)}")
+    print(json.dumps({"benchmark": args.benchmark, "split": "embedded", **counts}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..benchmarks.loaders import KNOWN, SPLITS
 
     parser = argparse.ArgumentParser(prog="python -m sgft_lab.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("describe", help="split sizes and one rendered example of a real benchmark")
-    d.add_argument("--benchmark", required=True, metavar="KEY", help=f"one of: {', '.join(KNOWN)}")
+    d = sub.add_parser("describe", help="split sizes and one rendered example of a benchmark")
+    d.add_argument("--benchmark", required=True, metavar="KEY",
+                   help=f"one of: {', '.join(KNOWN)}, or an embedded task (embedded_arithmetic, ...)")
     d.add_argument(
         "--data-dir",
         default=None,
@@ -101,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return describe(args)
     except (ValueError, FileNotFoundError) as e:  # bad key / data: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
+        print(f"sgft_lab.data: {e}", file=sys.stderr)
         return 2
 
 

@@ -255,6 +255,8 @@ class StandIns:
     teacher: str = "reference"
     trainer: str = "cpu"
     caps: dict[str, int] = field(default_factory=dict)  # swept values above these are capped (e.g. D)
+    # teacher.model -> the reference teacher's error rate standing in for that teacher (a teacher ablation)
+    teacher_error_rate: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

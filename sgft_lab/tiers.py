@@ -90,6 +90,9 @@ def apply_tier(plain: dict, task_overrides: list[str]) -> dict:
     out["student"] = load_preset("student", stand_in("student", plain["student"]["name"], s))
     out["benchmark"] = load_preset("benchmark", stand_in("benchmark", plain["benchmark"]["name"], s))
     out["teacher"] = {**load_preset("teacher", s.teacher), "replay_files": []}
+    model = (plain.get("teacher") or {}).get("model")
+    if model in (s.teacher_error_rate or {}):  # a teacher ablation: each teacher a reference teacher of its quality
+        out["teacher"].update(model=model, error_rate=s.teacher_error_rate[model])
     out["trainer"] = load_preset("trainer", s.trainer)
     for group, key, value in (("benchmark", "n_train", t.n_train), ("benchmark", "n_val", t.n_val),
                               ("benchmark", "n_test", t.n_test), ("trainer", "max_epochs", t.max_epochs),

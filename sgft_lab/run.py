@@ -51,6 +51,7 @@ class Entry:
     metric: str = "ftcot"  # the scoring rule (ftcot: Fine-tune-CoT's evaluator; fdd_numeric: executed PoT)
     strict_accuracy: float | None = None  # the strict rule's accuracy on the same rows (answers.score_strict)
     protocol: str = "clean"  # the protocol that produced the number (config `protocol`)
+    benchmark: str | None = None  # another benchmark's test split (FDD's out-of-domain tests); None: the run's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -508,7 +509,8 @@ def summary_metrics(results: dict) -> dict[str, float]:
     if isinstance(m.get("accuracy"), (int, float)):
         flat["accuracy"] = m["accuracy"]
     for e in results.get("entries", []):
-        where = e["system"] + (f"/round_{e['round']}" if e.get("round") is not None else "")
+        where = e["system"] + (f"/round_{e['round']}" if e.get("round") is not None else "") + \
+            (f"/{e['benchmark']}" if e.get("benchmark") else "")
         flat[f"{e['split']}_accuracy/{where}/{e['selection']}"] = e["accuracy"]
         if e.get("epoch") is not None:
             flat[f"epoch/{where}/{e['selection']}"] = e["epoch"]
@@ -562,8 +564,8 @@ def log_artifacts(ctx: RunContext, results: dict) -> list[str]:
 # The table a person reads
 
 
-def entry_label(system: str, round: int | None) -> str:
-    return system + (f", round {round}" if round is not None else "")
+def entry_label(system: str, round: int | None, benchmark: str | None = None) -> str:
+    return system + (f", round {round}" if round is not None else "") + (f", on {benchmark}" if benchmark else "")
 
 
 def print_results_table(results: dict) -> None:
@@ -587,7 +589,7 @@ def print_results_table(results: dict) -> None:
         epoch = f", epoch {e['epoch']}" if e.get("epoch") is not None else ""
         metric = f" [{e['metric']}]" if e.get("metric") not in (None, "ftcot") else ""
         strict = e.get("strict_accuracy")
-        t.add_row(entry_label(e["system"], e.get("round")) + metric, f"{100 * e['accuracy']:.2f}% (n={e['n']})",
+        t.add_row(entry_label(e["system"], e.get("round"), e.get("benchmark")) + metric, f"{100 * e['accuracy']:.2f}% (n={e['n']})",
                   "" if strict is None else f"{100 * strict:.2f}%", SELECTION_LABELS[e["selection"]] + epoch)
     for k, v in results.get("data", {}).items():
         if isinstance(v, (int, float)):
@@ -674,6 +676,8 @@ def check_results(results: Any, where: str = "results.json") -> None:
             raise ValueError(f"{where}: entries[{i}].epoch: set exactly when an epoch was selected")
         if e.get("round") is not None and not isinstance(e["round"], int):
             raise ValueError(f"{where}: entries[{i}].round is not an integer")
+        if e.get("benchmark") is not None and not isinstance(e["benchmark"], str):
+            raise ValueError(f"{where}: entries[{i}].benchmark is not a benchmark name")
     if not isinstance(results.get("entries"), list) or not results["entries"]:
         raise ValueError(f"{where}: field 'entries' is missing or empty")
     for key in ("calls", "cache_hits"):

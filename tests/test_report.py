@@ -380,3 +380,18 @@ def test_cli_starts_without_torch():
     )
     assert p.returncode == 0, p.stderr
     assert "--selection" in p.stdout
+
+
+def test_an_entry_on_another_benchmark_fills_that_benchmarks_column(tmp_path):
+    """Out-of-domain tests (FDD): an entry naming another benchmark is that benchmark's cell in the same row."""
+    d = write_run(tmp_path / "r", accuracy=0.5, protocol="clean", method="fdd", benchmark="gsm8k")
+    res = json.loads((d / "results.json").read_text())
+    res["entries"].append({**res["entries"][0], "accuracy": 0.25, "benchmark": "svamp"})
+    (d / "results.json").write_text(json.dumps(res))
+    t = build_table(entries(load_runs([tmp_path])), paper=None)
+    (row,) = t.rows
+    assert {b: c.mean for b, c in row.cells.items()} == {"gsm8k": 50.0, "svamp": 25.0}
+    res["entries"][1]["benchmark"] = 7
+    (d / "results.json").write_text(json.dumps(res))
+    with pytest.raises(ValueError, match=r"entries\[1\]\.benchmark"):
+        load_runs([tmp_path])

@@ -134,17 +134,28 @@ def entries(runs: Iterable[Run], selection: str = "auto", by: Iterable[str] = ()
         groups: dict[tuple, list[dict]] = {}
         for e in run.results.get("entries", []):
             if e["split"] == "test":
-                groups.setdefault((e["system"], e.get("round"), e["protocol"]), []).append(e)
-        for (system, rnd, protocol), es in groups.items():
+                groups.setdefault((e["system"], e.get("round"), e["protocol"], e.get("benchmark")), []).append(e)
+        for (system, rnd, protocol, other), es in groups.items():
             want = AUTO[protocol] if selection == "auto" else selection
             e = next((x for x in es if x["selection"] == want), None) or \
                 next((x for x in es if x["selection"] == "single"), None)
+            where = {} if other is None else {"benchmark": other, "task": _task(other),
+                                              "embedded": other.startswith("embedded_")}
             out.append(Entry(accuracy=None if e is None else e["accuracy"], n=es[0]["n"] if e is None else e["n"],
                              single_evaluation=e is not None and e["selection"] == "single",
                              metric=es[0].get("metric"), system=system, round=rnd, protocol=protocol,
                              selection=want if e is None else e["selection"],
-                             strict_accuracy=None if e is None else e.get("strict_accuracy"), **base))
+                             strict_accuracy=None if e is None else e.get("strict_accuracy"),
+                             **{**base, **where}))
     return out
+
+
+def _task(benchmark: str) -> str | None:
+    """The scoring task of an out-of-domain benchmark an entry names (None for an embedded one)."""
+    from ..benchmarks.loaders import SPECS
+
+    spec = SPECS.get(benchmark)
+    return spec.key if spec is not None else None
 
 
 def _base(run: Run, by: tuple[str, ...]) -> dict[str, Any]:

@@ -57,8 +57,9 @@ if table.rows:
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
             rows = [r for r in table.rows if r.method == kind and r.round is not None and b in r.cells]
-            for k, student in enumerate(sorted({r.student for r in rows})):
-                mine = sorted((r for r in rows if r.student == student), key=lambda r: r.round)
+            # one line per student and system (the method's own, the no-feedback control, mixed's CoT read)
+            for k, (student, system) in enumerate(sorted({(r.student, r.system) for r in rows})):
+                mine = sorted((r for r in rows if (r.student, r.system) == (student, system)), key=lambda r: r.round)
                 xs = [r.round for r in mine]
                 cs = [r.cells[b] for r in mine]
                 ax.errorbar(
@@ -68,7 +69,7 @@ if table.rows:
                     marker="o",
                     capsize=3,
                     color=f"C{k}",
-                    label=student,
+                    label=student if system == "student" else f"{student} ({system})",
                 )
             metric = next((r.metric for r in rows if r.metric), "")
             ax.set_title(f"{kind} on {b} ({metric})", fontsize=9)

@@ -170,6 +170,7 @@ def test_a_misspelt_experiment_is_an_error_not_the_default_run(tmp_path):
     """Hydra skips a missing option of an optional group silently; sgft_lab refuses it, listing the presets."""
     p = run_sgft(["+experiment=fine_tune_cot/gtp2"], tmp_path, check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert p.stderr.strip().splitlines()[-1].startswith(
-        "sgft_lab: invalid config at `experiment`: no preset 'fine_tune_cot/gtp2'; allowed: fdd/rounds, ")
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("sgft_lab: invalid config at `experiment`: no preset 'fine_tune_cot/gtp2'; allowed: ")
+    assert "fine_tune_cot/gpt2" in line.split("allowed: ")[1].split(", ")
     assert not (tmp_path / "outputs" / "runs").exists()

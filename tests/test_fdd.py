@@ -1,5 +1,6 @@
-"""FDD (issue 7): dataset versioning, the reference teacher's FDD kinds, the easy/hard split and expansion,
-tiny end-to-end runs (CoT and PoT) and resuming without repeated teacher calls."""
+"""FDD (issues 7, 16): dataset versioning, the reference teacher's FDD kinds, the easy/hard split and expansion,
+the no-feedback control, out-of-domain reads, mixed CoT + PoT rationales, tiny end-to-end runs (CoT, PoT,
+control, mixed), resuming without repeated teacher calls, and the real tier's dry run."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import shutil
 
 import pytest
 
+from pathlib import Path
+
 from conftest import TINY, compose
 from sgft_lab.benchmarks.embedded import generate_examples
-from sgft_lab.data.fdd import FddDataset, FddProblem, NgramIndex, word_ngrams
+from sgft_lab.data.fdd import COT_TRIGGER, POT_TRIGGER, FddDataset, FddProblem, NgramIndex, mixed_input, word_ngrams
 from sgft_lab.data.formats import POT_SUFFIX, pot_prompt
 from sgft_lab.io import read_json, read_jsonl
 from sgft_lab.teachers.base import Request, SamplingParams
@@ -21,6 +24,7 @@ from sgft_lab.teachers.reference_fdd import arithmetic_program, fdd_kinds, fill,
 EASY = "Solved:\n{question}\nHarder please."
 HARD = "Failed:\n{question}\nSimilar please."
 HOT = SamplingParams(temperature=0.7, max_tokens=256)
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,14 @@ def test_dataset_versioning_pairs_and_errors(tmp_path):
     assert cot[1].source == "fdd:harder"
     pot = ds.pairs("pot", "decoder")
     assert pot[1].input == "Q three?" + POT_SUFFIX and pot[1].label == " ans = 5"
+    # mixed: a PoT sample per program, a CoT sample per CoT rationale, each input naming its format
+    both = FddDataset([*ds, FddProblem("m", "Q four?", "6", rationale="ans = 6", cot="3 + 3 = 6.")])
+    mixed = {(p.example_id, p.source): p for p in both.pairs("mixed", "encoder_decoder")}
+    assert set(mixed) == {("a", "fdd:train:pot"), ("c", "fdd:harder:pot"), ("m", "fdd:train:pot"),
+                          ("m", "fdd:train:cot")}
+    assert mixed["m", "fdd:train:pot"].input == "Question: Q four?\nLet\u2019s break down the code step by step\n"
+    assert mixed["m", "fdd:train:cot"].input == "Question: Q four?\nLet's think step by step.\n"
+    assert (mixed["m", "fdd:train:pot"].label, mixed["m", "fdd:train:cot"].label) == ("ans = 6", "3 + 3 = 6. --> 6")
     assert pot_prompt(" Q? ").endswith("(return ans) to solve the question.") and "Let\u2019s" in POT_SUFFIX
 
     ds.save(tmp_path / "round_1" / "dataset.jsonl")
@@ -152,7 +164,8 @@ def test_pot_programs_execute_to_the_gold_and_errors_are_wrong(arith):
 
 
 def _setup(tmp_path, examples, **fdd):
-    """An FDD loop over ``examples`` (the training set) with the reference teacher at error rate 0.2."""
+    """An FDD loop over ``examples`` (the training set) with the reference teacher at error rate 0.2
+    (method=fdd_pot when ``rationale`` is mixed)."""
     from sgft_lab.benchmarks.record import Splits
     from sgft_lab.config import validate
     from sgft_lab.methods.fdd import Loop
@@ -161,7 +174,8 @@ def _setup(tmp_path, examples, **fdd):
     from sgft_lab.run import RunContext
 
     fdd = {"max_new_per_round": "null", **fdd}  # cap = |original train| (methods.md 4.2)
-    cfg = validate(compose(["method=fdd", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
+    method = "fdd_pot" if fdd.get("rationale") == "mixed" else "fdd"
+    cfg = validate(compose([f"method={method}", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
                             f"paths.cache_dir={tmp_path}/cache", *[f"method.{k}={v}" for k, v in fdd.items()]]))
     cfg.method.easy_prompt, cfg.method.hard_prompt = EASY, HARD
     ctx = RunContext(cfg, RunPaths(tmp_path / "run"), Splits("multiarith", list(examples), [], []))
@@ -240,6 +254,68 @@ def test_dedupe_against_pool_and_test_and_cap(tmp_path, arith):
     assert s2.ctx.accounting.stages["rationale"].teacher_calls == sum(len(c.votes) for c in cands2)
 
 
+def test_control_draws_without_feedback(tmp_path, arith):
+    """The no-feedback control expands as many problems as FDD would (the same seeded draw of the pool, never
+    the student's answers) and asks the similar (hard) prompt for each."""
+    from sgft_lab.methods.fdd import expand, no_feedback, select_for_expansion
+
+    s = _setup(tmp_path, arith, max_new_per_round=10, feedback="false")
+    pool = _pool(arith[:20])
+    drawn = select_for_expansion(s, 1, pool)
+    assert len(drawn) == 10 and drawn == select_for_expansion(s, 1, pool)  # seeded: a resumed run asks the same
+    s.ctx.cfg.seed = 1
+    assert [p.id for p in select_for_expansion(s, 1, pool)] != [p.id for p in drawn]  # a seeded random draw
+    s.ctx.cfg.seed = 0
+    _, counts, cands = expand(s, 1, pool, no_feedback(drawn))
+    assert [c.parent_id for c in cands] == [p.id for p in drawn]
+    assert all(c.kind == "similar" and c.prompt == fill(HARD, pool_q) for c, pool_q in
+               zip(cands, [p.question for p in drawn]))
+    assert (counts["easy"], counts["hard"], counts["drawn"], counts["requested"]) == (None, None, 10, 10)
+    # FDD on the same pool asks exactly as many (its split decides only the prompts).
+    fdd = _setup(tmp_path / "fdd", arith, max_new_per_round=10)
+    chosen = select_for_expansion(fdd, 1, pool)
+    _, fdd_counts, _ = expand(fdd, 1, pool, [{"id": p.id, "correct": i % 2 == 0} for i, p in enumerate(chosen)])
+    assert chosen == drawn and fdd_counts["requested"] == counts["requested"] and fdd_counts["easy"] == 5
+
+
+def test_ood_sets_resolve_per_tier():
+    """Real OOD benchmarks load from the data dir (capped); an embedded in-domain benchmark reads the stand-ins,
+    sized like its test split; a non-numeric task reads none; bad lists fail before anything runs."""
+    from sgft_lab.benchmarks import load_benchmark
+    from sgft_lab.config import ConfigError, validate
+    from sgft_lab.fdd_evaluation import ood_sets
+
+    def sets(*ov):
+        cfg = validate(compose(["method=fdd_pot", *ov]))
+        return ood_sets(cfg, load_benchmark(cfg.benchmark, cfg.paths.data_dir))
+
+    real = sets("benchmark=gsm8k", f"paths.data_dir={FIXTURES}", "trainer.max_eval_examples=3")
+    assert [(s.asked, s.name, s.task) for s in real] == [(b, b, b) for b in ("asdiv", "svamp", "multiarith")]
+    assert all(0 < len(s.examples) <= 3 and s.examples[0].id.startswith(s.name) for s in real)
+    emb = sets("benchmark.n_test=7")
+    assert [s.name for s in emb] == ["embedded_arithmetic_deeper", "embedded_arithmetic_bignum",
+                                     "embedded_arithmetic_onestep"]
+    assert [len(s.examples) for s in emb] == [7, 7, 7]
+    assert [s.examples[0].meta["difficulty"] for s in emb] == [3, 2, 1]
+    test_q = {x.question for x in load_benchmark(validate(compose([])).benchmark).test}
+    assert not test_q & {x.question for s in emb for x in s.examples}  # other questions than the in-domain test
+    assert sets("method=fdd", "benchmark=embedded_coin_flip") == []
+    with pytest.raises(ConfigError, match="no embedded stand-in"):
+        sets("method.ood_benchmarks=[gsm8k]")
+    with pytest.raises(ConfigError, match="distinct benchmarks"):
+        sets("method.ood_benchmarks=[embedded_arithmetic]")
+
+
+def test_mixed_reads_name_their_format(tmp_path, arith):
+    from sgft_lab.evaluation import EvalSpec
+
+    s = _setup(tmp_path, arith, rationale="mixed")
+    assert [(name, sp.metric) for name, sp in s.reads()] == [("student", "fdd_numeric"), ("cot", "ftcot")]
+    pot, cot = (sp.prompts(arith[:1], "decoder")[0] for _, sp in s.reads())
+    assert (pot, cot) == (mixed_input(arith[0].question, POT_TRIGGER), mixed_input(arith[0].question, COT_TRIGGER))
+    assert s.spec() is not None and isinstance(s.spec(), EvalSpec) and s.spec().scorer is not None
+
+
 # --------------------------------------------------------------------------------------- end to end
 
 FAST = [o for o in TINY if not o.startswith(("benchmark.n_train", "trainer.max_epochs"))] + [
@@ -271,7 +347,7 @@ def test_cot_end_to_end_records_every_round(cot_run):
     # Per round: its model selected on a 5% dev split of the round's own data (methods.md 4.2), test read once
     # at that epoch; each the round's own number, the headline the last round's.
     for b in d["rounds"]:
-        (e,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "test"]
+        (e,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "test" and not e["benchmark"]]
         (v,) = [e for e in res["entries"] if e["round"] == b["round"] and e["split"] == "val"]
         assert (e["selection"], e["protocol"], v["selection"]) == ("dev_selected", "clean", "dev_selected")
         assert e["accuracy"] == b["metrics"]["accuracy"] and e["n"] == 8 and e["epoch"] == v["epoch"]
@@ -321,7 +397,7 @@ class Killed(BaseException):
 
 @pytest.mark.slow
 def test_killed_mid_labelling_repeats_no_teacher_call(tmp_path, monkeypatch):
-    from sgft_lab.methods import fdd
+    from sgft_lab import fdd_expansion as fdd
     from sgft_lab.teachers.cache import TeacherCache
 
     real_label = fdd.label
@@ -367,6 +443,124 @@ def test_pot_end_to_end(tmp_path):
     # W&B (offline): one run for the whole FDD run (every round's fit logs into it), its summary the headline.
     runs = sorted(p.parts[-4] for p in (tmp_path / "run").rglob("*.wandb"))  # <dir>/wandb/offline-run-*/
     assert runs == ["run"]
+
+
+@pytest.fixture(scope="module")
+def control_run(tmp_path_factory):
+    """The no-feedback control at cot_run's settings (method=fdd), its eval sets capped at 6; a student
+    feedback call would fail the run."""
+    from sgft_lab.methods import fdd
+
+    tmp = tmp_path_factory.mktemp("fdd_control")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fdd, "student_feedback", lambda *a: pytest.fail("the control read the student's answers"))
+        return tmp, _run(tmp, "method=fdd", "method.feedback=false", "trainer.max_eval_examples=6")
+
+
+OOD = ("embedded_arithmetic_deeper", "embedded_arithmetic_bignum", "embedded_arithmetic_onestep")
+
+
+@pytest.mark.slow
+def test_control_asks_as_many_without_feedback(control_run, cot_run):
+    from sgft_lab.config import FDD_HARD_PROMPT
+
+    tmp, res = control_run
+    d, fdd_rounds = res["details"], cot_run[1]["details"]["rounds"]
+    assert (d["feedback"], d["system"], len(d["rounds"])) == (False, "no_feedback", 3)
+    assert {e["system"] for e in res["entries"]} == {"no_feedback"}
+    for r in (1, 2):
+        c, fc = d["rounds"][r]["counts"], fdd_rounds[r]["counts"]
+        assert c["requested"] == c["requested_similar"] == fc["requested"] == 24  # FDD's number, all similar
+        assert (c["easy"], c["hard"], c["drawn"]) == (None, None, 24) and fc["easy"] + fc["hard"] == 24
+        rd = tmp / "run" / "rounds" / f"round_{r}"
+        assert all(row["correct"] is None for row in read_jsonl(rd / "feedback.jsonl"))
+        gen = read_jsonl(rd / "generated.jsonl")
+        assert all(g["kind"] == "similar" and g["prompt"].startswith(FDD_HARD_PROMPT.split("{")[0]) for g in gen)
+    csv = (tmp / "run" / "metrics.csv").read_text().splitlines()
+    assert "drawn" in csv[0] and ",easy," not in csv[0]
+    # Killed inside round 2 (its whole folder lost): the rerun draws the same problems and asks the teacher
+    # nothing new.
+    r2 = tmp / "run" / "rounds" / "round_2"
+    before = read_jsonl(r2 / "dataset.jsonl")
+    shutil.rmtree(r2)
+    again = _run(tmp, "method=fdd", "method.feedback=false", "trainer.max_eval_examples=6")
+    assert again["teacher"]["calls"] == 0 and read_jsonl(r2 / "dataset.jsonl") == before
+    assert again["entries"] == res["entries"]
+
+
+@pytest.mark.slow
+def test_ood_entries_every_round(control_run, cot_run):
+    """One OOD entry per round per OOD set, capped like the in-domain test, with the run's metric, and equal to
+    the accuracy of the saved predictions on that set's questions."""
+    for (tmp, res), cap in ((control_run, 6), (cot_run, 8)):
+        for b in res["details"]["rounds"]:
+            r = b["round"]
+            ood = {e["benchmark"]: e for e in res["entries"] if e["round"] == r and e["benchmark"]}
+            assert set(ood) == set(OOD) and set(res["details"]["ood"]) == {"asdiv", "svamp", "multiarith"}
+            for name, e in ood.items():
+                rows = read_jsonl(tmp / "run" / "rounds" / f"round_{r}" / "predictions" / f"test_{name}.jsonl")
+                assert (e["n"], e["metric"], e["split"], e["selection"]) == (cap, "ftcot", "test", "dev_selected")
+                assert e["accuracy"] == sum(x["correct"] for x in rows) / len(rows)
+                assert all(x["id"].startswith(f"{name}:test:") for x in rows) and len(rows) == cap
+            assert {x["benchmark"] for x in b["reads"]} == set(OOD)
+    header = (cot_run[0] / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert all(f"round_test_accuracy_ftcot_{name}" in header for name in OOD)
+
+
+@pytest.mark.slow
+def test_report_rows_per_round_and_system_with_ood_columns(control_run, cot_run):
+    from sgft_lab.report.collect import entries, load_runs
+    from sgft_lab.report.table import RENDERERS, build_table
+
+    table = build_table(entries(load_runs([control_run[0], cot_run[0]])), n_boot=50)
+    labels = {r.label for r in table.rows}
+    assert {f"fdd round {r}" for r in range(3)} | {f"fdd:no_feedback round {r}" for r in range(3)} == labels
+    assert set(table.benchmarks) == {"embedded_arithmetic", *OOD}
+    text = RENDERERS["md"](table)
+    assert "fdd:no_feedback round 2" in text and "embedded_arithmetic_bignum" in text
+
+
+@pytest.mark.slow
+def test_mixed_trains_both_formats_and_reads_both(tmp_path):
+    from sgft_lab.benchmarks.embedded import rationale_answer
+
+    res = _run(tmp_path, "method=fdd_pot", "method.rationale=mixed", "method.rounds=1")
+    rd = tmp_path / "run" / "rounds"
+    for r in (0, 1):
+        pairs = read_jsonl(rd / f"round_{r}" / "data" / "train.jsonl")
+        pot = [p for p in pairs if p["source"].endswith(":pot")]
+        cot = [p for p in pairs if p["source"].endswith(":cot")]
+        assert pot and cot and len(pot) + len(cot) == len(pairs)
+        assert all(p["input"].startswith("Question: ") and p["input"].endswith(f"\n{POT_TRIGGER}\n")
+                   and "ans =" in p["label"] for p in pot)
+        assert all(p["input"].endswith(f"\n{COT_TRIGGER}\n") and " --> " in p["label"] for p in cot)
+    assert {p["format"] for p in read_jsonl(rd / "round_0" / "teacher" / "samples.jsonl")} == {"pot", "cot"}
+    gen = [g for g in read_jsonl(rd / "round_1" / "generated.jsonl") if g["status"] == "kept"]
+    assert any(g["cot"] for g in gen)  # a CoT rationale that reaches the programs' label, or none
+    assert all(g["cot"] is None or rationale_answer("arithmetic", g["cot"]) == g["answer"] for g in gen)
+    assert all("error" in x for x in read_jsonl(rd / "round_1" / "feedback.jsonl"))  # feedback: programs run
+    for r in (0, 1):
+        got = {(e["system"], e["benchmark"], e["metric"]) for e in res["entries"] if e["round"] == r
+               and e["split"] == "test"}
+        assert got == {(s, b, m) for s, m in (("student", "fdd_numeric"), ("cot", "ftcot")) for b in (None, *OOD)}
+    assert res["metrics"]["accuracy"] == next(e["accuracy"] for e in res["entries"] if e["round"] == 1 and
+                                               e["system"] == "student" and e["split"] == "test" and not e["benchmark"])
+
+
+def test_real_tier_dry_run_codet5(tmp_path):
+    """The real tier composes and plans: CodeT5+ students, GSM8K with the real OOD sets (fixture files)."""
+    from sgft_lab.config import validate
+    from sgft_lab.run import execute
+
+    for student, size in (("codet5p-770m-py", "770m"), ("codet5p-220m-py", "220m")):
+        cfg = validate(compose(["method=fdd_pot", f"student={student}", "benchmark=gsm8k", "dry_run=true",
+                                f"paths.data_dir={FIXTURES}", f"paths.output_dir={tmp_path}"]))
+        assert (cfg.student.name_or_path, cfg.student.family.value) == (f"Salesforce/codet5p-{size}-py",
+                                                                         "encoder_decoder")
+        plan = execute(cfg, run_dir=tmp_path / student)
+        assert (tmp_path / student / "plan.json").is_file() and plan["student"]["name"] == student
+    tiny = validate(compose(["+experiment=fdd/control", "tier=embedded", "student=codet5p-220m-py"]))
+    assert tiny.student.name == "tiny_small" and tiny.method.ood_benchmarks == ["asdiv", "svamp", "multiarith"]
 
 
 def test_config_errors(tmp_path):

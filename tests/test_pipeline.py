@@ -71,7 +71,8 @@ def _check_summary(res: dict) -> None:
     summary = wandb_summary(wb)
     assert summary["accuracy"] == pytest.approx(res["metrics"]["accuracy"]), res["run"]["method"]
     for e in res["entries"]:
-        where = e["system"] + (f"/round_{e['round']}" if e["round"] is not None else "")
+        where = e["system"] + (f"/round_{e['round']}" if e["round"] is not None else "") + \
+            (f"/{e['benchmark']}" if e.get("benchmark") else "")
         assert summary[f"{e['split']}_accuracy/{where}/{e['selection']}"] == pytest.approx(e["accuracy"])
     assert summary["teacher_calls"] == res["teacher"]["calls"]
 

@@ -14,6 +14,10 @@ Student formats:
 - CoT: Fine-tune-CoT's ``ft_cot_token`` (``question ###`` -> `` rationale --> answer``), data/formats.py.
 - PoT: ``pot``, input ``{question}`` + ``formats.POT_SUFFIX`` (the first author's released PoT models,
   methods.md 4.2), target the program (decoder targets start with one space, as every decoder label here).
+- mixed (methods.md 4.4's second ablation): a problem gives a PoT sample (its program) and a CoT sample (its
+  ``cot`` rationale, ``ft_cot_token``'s target), each input ``Question: {q}\n{trigger}\n`` naming the format
+  with methods.md 4.2's triggers (the first author's etd-codet5p-770m-py card, the one format of that family
+  that has a trigger for both): :data:`POT_TRIGGER`, :data:`COT_TRIGGER`.
 The round's pairs are served by the common ``data.datamodules.CoTDataModule``.
 """
 
@@ -27,9 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_jsonl, write_jsonl
-from .formats import Pair, student_input, student_label
+from .formats import Pair, pot_label, student_input, student_label
 
 ORIGINS = ("train", "harder", "similar")  # original problem; variant of an easy one; of a hard one
+POT_TRIGGER = "Let\u2019s break down the code step by step"  # exactly as on the model card (typographic ’)
+COT_TRIGGER = "Let's think step by step."
+FORMATS = ("ft_cot_token", "pot", "mixed")
+
+
+def mixed_input(question: str, trigger: str) -> str:
+    """A mixed-format student input: the question and the trigger naming the rationale format."""
+    return f"Question: {question.strip()}\n{trigger}\n"
 
 
 @dataclass
@@ -39,6 +51,7 @@ class FddProblem:
     answer: gold (origin "train") or the verified label of a generated problem.
     rationale: the verified teacher rationale (CoT text or PoT program); None = none verified, so the
       problem is in the pool (feedback) but not in the training samples.
+    cot: rationale=mixed only: the verified CoT rationale beside the program in ``rationale``.
     round: the round whose expansion added it (0 = original training set).
     meta: provenance, e.g. the teacher request that wrote it and the verification votes.
     """
@@ -51,6 +64,7 @@ class FddProblem:
     parent_id: str | None = None
     rationale: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    cot: str | None = None
 
     def __post_init__(self) -> None:
         if self.origin not in ORIGINS:
@@ -127,14 +141,27 @@ class FddDataset:
         return FddDataset(FddProblem(**p.to_dict()) for p in self.problems)
 
     def with_rationale(self) -> list[FddProblem]:
-        return [p for p in self.problems if p.rationale is not None]
+        return [p for p in self.problems if p.rationale is not None or p.cot is not None]
 
     def pairs(self, template: str, family: str) -> list[Pair]:
         """Student samples of every problem with a verified rationale, in ``template`` (ft_cot_token: the
-        CoT rationale; pot: the program)."""
-        return [Pair(student_input(template, p.question, family),
-                     student_label(template, p.answer, family, rationale=p.rationale), p.id, f"fdd:{p.origin}")
-                for p in self.with_rationale()]
+        CoT rationale; pot: the program; mixed: a PoT sample for the program, a CoT one for ``cot``)."""
+        if template not in FORMATS:
+            raise ValueError(f"FDD student format {template!r}; known: {FORMATS}")
+        if template != "mixed":
+            return [Pair(student_input(template, p.question, family),
+                         student_label(template, p.answer, family, rationale=p.rationale), p.id,
+                         f"fdd:{p.origin}") for p in self.problems if p.rationale is not None]
+        out = []
+        for p in self.with_rationale():
+            if p.rationale is not None:
+                out.append(Pair(mixed_input(p.question, POT_TRIGGER), pot_label(p.rationale, family), p.id,
+                                f"fdd:{p.origin}:pot"))
+            if p.cot is not None:
+                out.append(Pair(mixed_input(p.question, COT_TRIGGER),
+                                student_label("ft_cot_token", p.answer, family, rationale=p.cot), p.id,
+                                f"fdd:{p.origin}:cot"))
+        return out
 
     def counts(self) -> dict[str, int]:
         """Problems by origin, and how many carry a rationale (= training samples)."""
@@ -176,16 +203,22 @@ class Candidate:
     answer: str | None = None
     rationale: str | None = None
     votes: list[Any] = field(default_factory=list)
+    cot: str | None = None  # rationale=mixed: the CoT rationale reaching ``answer`` (None: none did)
 
 
 def expansion_counts(r: int, dataset: FddDataset, feedback: list[dict], cands: list[Candidate]) -> dict:
+    """Round r's expansion in numbers. The no-feedback control's rows carry ``correct`` None: its easy and
+    hard are None and ``drawn`` counts the problems it expanded."""
     status = Counter(c.status for c in cands)
     rejected = {k: status.get(k, 0) for k in ("duplicate_pool", "duplicate_eval", "unverified")}
-    easy = sum(bool(row["correct"]) for row in feedback)
-    return {"round": r, "pool_before": len(dataset), "easy": easy, "hard": len(feedback) - easy,
+    judged = all(row.get("correct") is not None for row in feedback)
+    easy = sum(bool(row["correct"]) for row in feedback) if judged else None
+    return {"round": r, "pool_before": len(dataset), "easy": easy,
+            "hard": len(feedback) - easy if judged else None, "drawn": len(feedback),
             "requested": len(cands), "requested_harder": sum(c.kind == "harder" for c in cands),
             "requested_similar": sum(c.kind == "similar" for c in cands),
             "unusable": status.get("unusable", 0), "generated": len(cands) - status.get("unusable", 0),
             "kept": status.get("kept", 0), "rejected": sum(rejected.values()), "rejected_by": rejected,
             "kept_harder": sum(c.status == "kept" and c.kind == "harder" for c in cands),
-            "kept_similar": sum(c.status == "kept" and c.kind == "similar" for c in cands)}
+            "kept_similar": sum(c.status == "kept" and c.kind == "similar" for c in cands),
+            "kept_with_cot": sum(c.status == "kept" and c.cot is not None for c in cands)}

@@ -426,7 +426,7 @@ class SGFTConfig(RationaleSettings, MethodConfig):
     retry: bool = True  # one retry with the extra instruction, then drop (3.4)
     filter: FilterRules = field(default_factory=FilterRules)
     guide_max_new_tokens: int = setting(128, ge=1)  # 3.5 says 256; the embedded SG (<= 6 short steps) fits
-    answer_max_new_tokens: int = setting(160, ge=1)  # 3.5 says 512 (sgft_gsm8k sets 256 / 512)
+    answer_max_new_tokens: int = setting(160, ge=1)  # 3.5 says 512 (the sgft/* presets set 256 / 512)
     response_prompt: str = RESPONSE_PROMPT  # needs {question} and {sg}
     answer_prefix: str = ANSWER_PREFIX  # scoring: first candidate after it, else the last (fs_cot rule)
     lisa: LISASettings = field(default_factory=LISASettings)
@@ -440,6 +440,12 @@ class SGFTConfig(RationaleSettings, MethodConfig):
     cot_ft_per_question: Optional[int] = setting(None, ge=1)
     cot_ft_init: str = setting("response", choices=("response", "guide"))  # what CoT-FT fine-tunes
     diverse_temperature: float = setting(0.7, ge=0)  # CoT-FT: several rationales per question at this T
+    # The ablation of 3.7 (guide trained? x solver CoT-trained?; conf/experiment/sgft/ablation.yaml).
+    # train_guide=false: no SG data, the guide model answers Prompt IV as it is (an untrained guide).
+    # solver=cot_ft: the response model is CoT fine-tuned first (the CoT-FT baseline: cot_ft_per_question's
+    # when set, else the first cot_ft_scales'), then answers with the guide's SG.
+    train_guide: bool = True
+    solver: str = setting("response", choices=("response", "cot_ft"))
 
     def uses_teacher(self) -> bool:
         return True
@@ -482,6 +488,16 @@ class FDDConfig(RationaleSettings, MethodConfig):
     pot_timeout_s: float = setting(5.0, gt=0)
     pot_memory_mb: int = setting(512, ge=16)
     pot_workers: int = setting(4, ge=1)  # sandbox processes at once
+    # false: the no-feedback control (methods.md 4.4): as many new problems per round, each a similar problem
+    # (hard_prompt) of a seeded random draw of the pool; no student answers are read. Entries: system no_feedback
+    feedback: bool = True
+    # Out-of-domain tests (methods.md 4.3), read with every round's selected student: benchmark presets, their
+    # test split (ood_split=all: every problem). An embedded in-domain benchmark reads ood_stand_ins instead.
+    ood_benchmarks: list[str] = field(default_factory=lambda: ["asdiv", "svamp", "multiarith"])
+    ood_split: str = setting("test", choices=("test", "all"))
+    ood_stand_ins: dict[str, str] = field(default_factory=lambda: {
+        "asdiv": "embedded_arithmetic_deeper", "svamp": "embedded_arithmetic_bignum",
+        "multiarith": "embedded_arithmetic_onestep"})
 
     def uses_teacher(self) -> bool:
         return True
@@ -489,11 +505,12 @@ class FDDConfig(RationaleSettings, MethodConfig):
 
 @dataclass
 class FDDPoTConfig(FDDConfig):
-    """FDD with program-of-thought rationales (methods.md 4.2): students write programs computing ``ans``."""
+    """FDD with program-of-thought rationales (methods.md 4.2): students write programs computing ``ans``.
+    rationale=mixed (methods.md 4.4's second ablation): programs and CoT rationales, the input naming which."""
 
     name: str = "fdd_pot"
     template: str = setting("pot", choices=("pot",))
-    rationale: str = setting("pot", choices=("pot",))
+    rationale: str = setting("pot", choices=("pot", "mixed"))
 
 
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {

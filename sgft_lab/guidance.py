@@ -8,8 +8,11 @@
   ``Step 1: ...\\nStep 2: ...`` (our choice, 3.3).
 - **Filter** (3.4): 2..6 steps, no arithmetic expression, no ``=`` before a digit, no final-answer statement,
   no number of 5+ digits, none of the symbols ``× ÷ ∑ ∫ √ ^``; each failure is a named reason. Thresholds are
-  :class:`FilterRules` fields (config ``method.filter``). The retry instruction is the
-  re-implementation's text.
+  :class:`FilterRules` fields (config ``method.filter``). The rules were written for GSM8K; a departure (ours):
+  they are task-aware, by the benchmark's answer kind (``method.filter.answer_kind``, TASK_RULES): yes/no and
+  choice tasks keep the step count, ``=`` and symbol rules but drop the arithmetic-expression and long-number
+  rules (dates, ranges, quoted facts), and their final-answer rule looks for a verdict or an option letter.
+  The retry instruction is the re-implementation's text.
 - **Response prompt** (3.5): ``Question: {question}\\nSolution Guidance:\\n{sg}\\nAnswer:``.
 - **Reference SG**: the offline teacher's SG writer is sgft_lab/teachers/reference_sg.py.
 """
@@ -19,8 +22,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
 
 # --------------------------------------------------------------------------------------------------------
 # Prompts (methods.md 3.3)
@@ -126,36 +129,80 @@ def normalize_sg(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------
-# The filter (methods.md 3.4)
+# The filter (methods.md 3.4), task-aware
 
 REASONS = ("too_few_steps", "too_many_steps", "arithmetic_expression", "equals_number", "final_answer",
            "long_number", "math_symbol", "number")
+ANSWER_KINDS = ("number", "yes_no", "choice", "text")  # = benchmarks.record.ANSWER_TYPES
 _ARITH = re.compile(r"\d+\s*[-+*/]\s*\d+")  # 3.4's `\d+ [+-*/] \d+`, spaces optional
 _EQUALS_NUMBER = re.compile(r"=\s*[-$]?\d")
-_FINAL_ANSWER = re.compile(
-    r"\b(?i:answer)\s*(?i:is|was|will be|=|:)\s*(?:\(?[A-F]\)|[A-F]\b|[-$]?\d|(?i:yes|no)\b)")
 _DIGIT_GROUPS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _DIGITS = re.compile(r"\d+")
+
+# Final-answer statements (rule 4), by the task's answer kind. The lead: "answer is/was/=/:" (also "the final /
+# correct / best answer would be ..."), so "write down the answer" and "the answer is the total" pass.
+_LEAD = r"\b(?i:(?:final|correct|right|best)\s+)?(?i:answer)\s*(?i:is|was|will be|would be|should be|=|:)\s*"
+_VERDICT = r"(?i:yes|no)\b(?!\s*(?:or|and|/)\s*(?i:yes|no)\b)"  # "yes" / "no", not "yes or no"
+_LETTER = r"\(?[A-F]\)?(?![\w'])"  # a choice letter: C, (C), C.
+# The re-implementation's rule 4 as written (3.4): the lead, then a number, a choice letter or yes/no.
+_PAPER_ANSWER = _LEAD + r"(?:\(?[A-F]\)|[A-F]\b|[-$]?\d|(?i:yes|no)\b)"
+FINAL_ANSWER = {
+    "number": re.compile(_PAPER_ANSWER),
+    "text": re.compile(_PAPER_ANSWER),
+    # yes/no tasks (StrategyQA, coin flip): "the answer is no", a step opening with the verdict ("Yes, it is"),
+    # "so, yes."; a step that names both ("decide whether the answer is yes or no") is a plan, not an answer.
+    "yes_no": re.compile(_LEAD + _VERDICT + r"|^(?i:yes|no)\s*(?:[,.!:;]|$)"
+                         r"|\b(?i:so|therefore|thus|hence)\s*,?\s*(?i:yes|no)\s*[.,!;]", re.MULTILINE),
+    # choice tasks (CommonsenseQA): "the answer is (C)", "option C is correct", "choose (C)"; naming or
+    # comparing options ("rule out (A) and (C)", "choose between (B) and (D)") passes.
+    "choice": re.compile(_LEAD + r"(?i:option\s+|choice\s+)?" + _LETTER
+                         + r"|\b(?i:option|choice)\s*" + _LETTER + r"\s+(?i:is)\s+(?i:the\s+)?"
+                         r"(?i:correct|right|best|answer)"
+                         + r"|\b(?i:correct|right|best)\s+(?i:option|choice)\s+(?i:is)\s+" + _LETTER
+                         + r"|\b(?i:choose|select|pick)\s+(?i:option\s+|choice\s+)?" + _LETTER),
+}
+# The rules that depend on the task, per answer kind (``None`` in FilterRules = this table's value).
+# number / text: 3.4 as written (GSM8K, MultiArith). yes_no / choice: an expression like "1939-1945", "9/11" or
+# "24/7" is a date, range or name there, and a long number is a quoted fact ("29,029 feet"), not a calculation;
+# a computed result ("= 23") and the math symbols are still rejected.
+TASK_RULES = {
+    "number": {"arithmetic": True, "long_number": True},
+    "text": {"arithmetic": True, "long_number": True},
+    "yes_no": {"arithmetic": False, "long_number": False},
+    "choice": {"arithmetic": False, "long_number": False},
+}
 
 
 @dataclass
 class FilterRules:
-    """The SG filter's thresholds and switches (methods.md 3.4; config ``method.filter``)."""
+    """The SG filter's thresholds and switches (methods.md 3.4; config ``method.filter``). ``answer_kind``
+    chooses the task's rule set (TASK_RULES, FINAL_ANSWER); ``auto``: the benchmark's answer type
+    (:func:`rules_for`). A switch left at None takes the rule set's value."""
 
+    answer_kind: str = field(default="auto", metadata={"choices": ("auto", *ANSWER_KINDS)})
     min_steps: int = 2
     max_steps: int = 6
-    max_number_digits: int = 4  # a number with more digits is rejected (3.4: "5 or more digits")
+    arithmetic: Optional[bool] = None  # reject `\d+ [+-*/] \d+` (None: on for number / text answers)
+    equals_number: bool = True  # reject `=` followed by a digit (a computed result)
+    final_answer: bool = True  # reject a final-answer statement of the task's kind (FINAL_ANSWER)
+    long_number: Optional[bool] = None  # reject a number of more than max_number_digits digits
+    max_number_digits: int = 4  # 3.4: "5 or more digits" is rejected
     math_symbols: str = "×÷∑∫√^"
-    arithmetic: bool = True  # reject `\d+ [+-*/] \d+`
-    equals_number: bool = True  # reject `=` followed by a digit
-    final_answer: bool = True  # reject "the answer is 5", "answer is (C)", "answer: yes"
     any_number: bool = False  # stricter than 3.4 (our option): reject any digit at all
+
+
+def rules_for(rules: FilterRules, answer_type: str | None) -> FilterRules:
+    """``rules`` for a benchmark whose answers are ``answer_type`` (one of ANSWER_KINDS): ``auto`` becomes that
+    type (unknown: number, 3.4 as written) and every switch left at None takes the type's TASK_RULES value."""
+    kind = (answer_type or "number") if rules.answer_kind == "auto" else rules.answer_kind
+    return replace(rules, answer_kind=kind,
+                   **{k: v for k, v in TASK_RULES[kind].items() if getattr(rules, k) is None})
 
 
 def check_sg(text: str, rules: FilterRules | None = None) -> tuple[list[str], list[str]]:
     """(parsed steps, rejection reasons); no reasons = the SG passes. Rules 2-6 read the steps only
     (a preamble the parser drops is not part of the training target)."""
-    rules = rules or FilterRules()
+    rules = rules_for(rules or FilterRules(), None)
     steps = parse_steps(text)
     body = "\n".join(steps)
     reasons = []
@@ -167,9 +214,10 @@ def check_sg(text: str, rules: FilterRules | None = None) -> tuple[list[str], li
         reasons.append("arithmetic_expression")
     if rules.equals_number and _EQUALS_NUMBER.search(body):
         reasons.append("equals_number")
-    if rules.final_answer and _FINAL_ANSWER.search(body):
+    if rules.final_answer and FINAL_ANSWER[rules.answer_kind].search(body):
         reasons.append("final_answer")
-    if any(len(d) > rules.max_number_digits for d in _DIGITS.findall(_DIGIT_GROUPS.sub("", body))):
+    if rules.long_number and any(len(d) > rules.max_number_digits
+                                 for d in _DIGITS.findall(_DIGIT_GROUPS.sub("", body))):
         reasons.append("long_number")
     if any(ch in body for ch in rules.math_symbols):
         reasons.append("math_symbol")

@@ -120,11 +120,11 @@ def zs_cot_stages(m, examples, n: int, temperature: float, note: str = "") -> li
 
 
 def sgft_stages(cfg, splits) -> list[PlannedStage]:
-    """methods/sgft.py: SG of n_sg training questions (one retry each at most), the teacher's SG of the test
-    questions (the reference teacher's upper-bound row), then the CoT fine-tuning baselines' rationales."""
-    from .data.sg import sample_questions
+    """methods/sgft.py: SG of n_sg training questions (one retry each at most; none with train_guide=false), the
+    teacher's SG of the test questions (the reference teacher's upper-bound row), then the rationales of each
+    CoT fine-tuning the run trains (the baselines and the ablation's solver: data/sg.py cot_ft_runs)."""
+    from .data.sg import cot_ft_runs, prompt_examples, sample_questions
     from .guidance import sg_prompt
-    from .methods.sgft import cot_plan, prompt_examples
 
     s = cfg.method
     ordered = sample_questions(splits.train, None, s.sample_seed)
@@ -139,17 +139,12 @@ def sgft_stages(cfg, splits) -> list[PlannedStage]:
                                     prompt_chars=sum(map(len, retry)), note="only SGs the filter rejects"))
         return out
 
-    stages = guidance(ordered[:n_sg], "guidance")
+    stages = guidance(ordered[:n_sg], "guidance") if s.train_guide else []
     cap = cfg.trainer.max_eval_examples
     if s.teacher_sg_on_test or (s.teacher_sg_on_test is None and cfg.teacher.name == "reference"):
         stages += guidance(splits.test if cap is None else splits.test[:cap], "guidance_test")
-    for scale in s.cot_ft_scales if s.cot_ft else []:
-        n_q, per_q = cot_plan(n_sg * scale, len(ordered))
-        stages += zs_cot_stages(s, ordered[:n_q], per_q, 0.0 if per_q == 1 else s.diverse_temperature,
-                                note=f"cot_ft_x{scale}")
-    if s.cot_ft and s.cot_ft_per_question:
-        k = s.cot_ft_per_question
-        stages += zs_cot_stages(s, ordered, k, 0.0 if k == 1 else s.diverse_temperature, note="cot_ft")
+    for system, n_q, per_q in cot_ft_runs(s, n_sg, len(ordered)):
+        stages += zs_cot_stages(s, ordered[:n_q], per_q, 0.0 if per_q == 1 else s.diverse_temperature, note=system)
     return stages
 
 
@@ -160,14 +155,15 @@ def fdd_stages(f, train) -> list[PlannedStage]:
     from .data.formats import pot_prompt
     from .teachers.reference_fdd import fill
 
-    pot = f.rationale == "pot"
+    pot, cot = f.rationale in ("pot", "mixed"), f.rationale in ("cot", "mixed")  # mixed: a program and a CoT each
+    stages = []
     if pot:
-        stages = [PlannedStage("program", f.program_max_tokens, [pot_prompt(ex.question) for ex in train])]
-    else:
-        stages = zs_cot_stages(f, train, 1, 0.0, note="round 0")
+        stages.append(PlannedStage("program", f.program_max_tokens, [pot_prompt(ex.question) for ex in train]))
+    if cot:
+        stages += zs_cot_stages(f, train, 1, 0.0, note="round 0" + (" (mixed)" if pot else ""))
     per_round = f.max_new_per_round if f.max_new_per_round is not None else len(train)
     new, q = f.rounds * per_round, sum(len(ex.question) for ex in train) / max(1, len(train))
-    prompt = len(fill(f.easy_prompt, "")) + q
+    prompt = len(fill(f.easy_prompt if f.feedback else f.hard_prompt, "")) + q  # the control asks 'similar' only
     stages.append(PlannedStage("variant", f.variant_max_tokens, requests=new, upper_bound=True,
                                temperature=f.variant_temperature, prompt_chars=int(new * prompt),
                                note=f"{f.rounds} rounds x <= {per_round} new problems"))
@@ -176,7 +172,7 @@ def fdd_stages(f, train) -> list[PlannedStage]:
         stages.append(PlannedStage("label_program", f.program_max_tokens, requests=labels, upper_bound=True,
                                    temperature=f.label_temperature, prompt_chars=int(labels * (q + 80)),
                                    note=f"<= {f.label_samples} solutions per new problem"))
-    else:
+    if cot:
         for st, tokens, chars in (("rationale", f.rationale_max_tokens, q + 40),
                                   ("answer", f.answer_max_tokens, q + 4 * f.rationale_max_tokens + 70)):
             stages.append(PlannedStage(st, tokens, requests=labels, upper_bound=True, temperature=f.label_temperature,

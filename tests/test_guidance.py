@@ -17,6 +17,7 @@ from sgft_lab.guidance import (
     normalize_sg,
     parse_steps,
     response_prompt,
+    rules_for,
     sg_prompt,
     split_sg_prompt,
 )
@@ -76,7 +77,8 @@ def test_split_sg_prompt_round_trips_every_variant():
 
 
 def test_response_prompt_is_the_default_template():
-    assert response_prompt(" Q? ", "Step 1: a\nStep 2: b\n") == "Question: Q?\nSolution Guidance:\nStep 1: a\nStep 2: b\nAnswer:"
+    assert response_prompt(" Q? ", "Step 1: a\nStep 2: b\n") == \
+        "Question: Q?\nSolution Guidance:\nStep 1: a\nStep 2: b\nAnswer:"
     assert response_prompt("Q", "S", "{sg} || {question}") == "S || Q"
 
 
@@ -157,6 +159,91 @@ def test_preamble_is_not_filtered_but_steps_are():
                             "final_answer", "long_number", "math_symbol"}
 
 
+# --- the task-aware filter: each task preset's rules (conf/experiment/sgft/*.yaml) ------------------------------
+
+
+def _preset_rules(name: str, answer_type: str) -> FilterRules:
+    """method.filter of a task preset as its run uses it (auto resolved by the benchmark's answer type)."""
+    from conftest import compose
+
+    from sgft_lab.config import validate
+
+    return rules_for(validate(compose([f"+experiment=sgft/{name}"])).method.filter, answer_type)
+
+
+def sg(*steps: str) -> str:
+    return format_steps(steps)
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return {name: _preset_rules(name, kind) for name, kind in (("gsm8k", "number"), ("multiarith", "number"),
+                                                               ("strategy_qa", "yes_no"),
+                                                               ("commonsense_qa", "choice"))}
+
+
+def test_each_task_preset_sets_the_rules_of_its_answer_kind(rules):
+    # the preset's explicit settings are what `auto` would choose for its benchmark's answers
+    for name, kind in (("gsm8k", "number"), ("strategy_qa", "yes_no"), ("commonsense_qa", "choice")):
+        assert rules[name] == rules_for(FilterRules(), kind), name
+    assert rules["multiarith"] == rules["gsm8k"]
+    assert (rules["strategy_qa"].arithmetic, rules["strategy_qa"].long_number) == (False, False)
+    assert rules_for(FilterRules(answer_kind="choice", arithmetic=True), "yes_no").arithmetic is True  # explicit wins
+
+
+def test_legitimate_non_numeric_guidance_passes_its_task_filter(rules):
+    strategy = [sg("Find the height of the Eiffel Tower.", "Check whether the Eiffel Tower is taller than 300 m."),
+                sg("Recall when World War II was fought (1939-1945).", "Check whether the Pict lived then.",
+                   "Decide whether the answer is yes or no."),
+                sg("Recall that Mount Everest is 29,029 feet high.", "Compare it with a jet's cruising altitude."),
+                sg("Find out what 9/11 refers to.", "No calculation is needed: compare the two dates.")]
+    csqa = [sg("Work out what the question asks for.", "Consider what (B) bank and (D) vault are used for.",
+               "Rule out (A) and (C): they are not places.", "Choose between (B) and (D)."),
+            sg("Read the options (A)-(E).", "Pick the option that fits a place where people keep money.")]
+    for text in strategy:
+        assert check_sg(text, rules["strategy_qa"])[1] == [], text
+    for text in csqa:
+        assert check_sg(text, rules["commonsense_qa"])[1] == [], text
+    # the same dates, ranges and quoted facts are calculations / long numbers under the GSM8K rules
+    assert "arithmetic_expression" in check_sg(strategy[1], rules["gsm8k"])[1]
+    assert "long_number" in check_sg(strategy[2], rules["gsm8k"])[1]
+    assert "final_answer" in check_sg(strategy[1], rules["gsm8k"])[1]  # 3.4's rule 4 as written
+
+
+def test_task_filters_still_reject_final_answers_and_computed_results(rules):
+    for bad in ("So the answer is no.", "The answer is yes.", "No, the tower is shorter.", "Therefore, yes.",
+                "Answer: No", "Yes"):
+        assert "final_answer" in check_sg(sg("Find the facts.", bad), rules["strategy_qa"])[1], bad
+    for bad in ("The answer is (C).", "So the answer is C.", "Option C is correct.", "Choose (D).",
+                "The correct option is B.", "The best answer: (E)"):
+        assert "final_answer" in check_sg(sg("Read the options.", bad), rules["commonsense_qa"])[1], bad
+    computed = sg("Multiply the 11.5 months by 2 = 23 months.", "Compare it with the war's length.")
+    assert check_sg(computed, rules["strategy_qa"])[1] == ["equals_number"]
+    for bad in ("Add 3 + 4 apples.", "Compute 12*3 eggs."):
+        assert check_sg(sg(bad, "Go."), rules["gsm8k"])[1] == ["arithmetic_expression"], bad
+        assert check_sg(sg(bad, "Go."), rules["multiarith"])[1] == ["arithmetic_expression"], bad
+    assert check_sg(sg("Think.", "The answer is 42."), rules["gsm8k"])[1] == ["final_answer"]
+    # an option letter is no verdict on a yes/no task, a verdict no pick on a choice task
+    assert check_sg(sg("Think.", "Compare (A) with the rest."), rules["strategy_qa"])[1] == []
+    assert check_sg(sg("Think.", "Check whether yes, it rains there."), rules["commonsense_qa"])[1] == []
+
+
+def test_embedded_tier_stand_ins_get_their_own_answer_kind():
+    """tier=embedded drops a preset's method settings (sgft_lab/tiers.py): `auto` then follows the stand-in's
+    answers (StrategyQA and CommonsenseQA -> embedded_coin_flip: yes/no; MultiArith -> arithmetic: number)."""
+    from conftest import compose
+
+    from sgft_lab.config import validate
+
+    for name, bench, kind in (("strategy_qa", "embedded_coin_flip", "yes_no"),
+                              ("commonsense_qa", "embedded_coin_flip", "yes_no"),
+                              ("multiarith", "embedded_arithmetic", "number")):
+        c = validate(compose([f"+experiment=sgft/{name}", "tier=embedded"], hydra_cfg=True))
+        answer_type = generate_examples(c.benchmark.generator, 1, c.benchmark.difficulty, 0)[0].answer_type
+        assert c.benchmark.name == bench and c.method.filter.answer_kind == "auto"
+        assert rules_for(c.method.filter, answer_type).answer_kind == kind, name
+
+
 # --- reference SG -------------------------------------------------------------------------------------------
 
 
@@ -174,7 +261,8 @@ def test_reference_sg_of_embedded_tasks_passes_the_strict_filter(generator, diff
 def test_reference_sg_arithmetic_names_each_operation_and_the_solution_does_it():
     ex = next(e for e in generate_examples("arithmetic", 80, 2, 0)
               if [s["kind"] for s in e.trace] == ["start", "add", "sub"])
-    assert reference_guidance(ex) == ["Note the starting amount.", "Add the amount gained.", "Subtract the amount lost."]
+    assert reference_guidance(ex) == ["Note the starting amount.", "Add the amount gained.",
+                                      "Subtract the amount lost."]
     (a,), (_, n), (b, m) = [ex.trace[0]["value"]], ex.trace[1]["args"], ex.trace[2]["args"]
     assert guided_solution(ex) == (f" Step 1: {a}.\nStep 2: {a} + {n} = {b}.\nStep 3: {b} - {m} = {b - m}.\n"
                                    f"The answer is {ex.answer}.")

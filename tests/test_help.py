@@ -41,7 +41,7 @@ def test_help_lists_groups_examples_and_outputs(tmp_path: Path):
     assert sorted(groups["method"]) == sorted(METHOD_SCHEMAS) == methods
     for group in ("student", "teacher", "benchmark", "trainer", "logger", "paths", "tier"):
         assert sorted(groups[group]) == sorted(p.stem for p in (CONF / group).glob("*.yaml")), group
-    assert "fine_tune_cot/main" in groups["experiment"] and "sgft_gsm8k" in groups["experiment"]
+    assert "fine_tune_cot/main" in groups["experiment"] and "sgft/gsm8k" in groups["experiment"]
     assert "hydra" not in groups
     examples = out.split("== Examples ==", 1)[1].split("\n==", 1)[0]
     assert len(re.findall(r"^python -m sgft_lab\b", examples, flags=re.M)) == 5

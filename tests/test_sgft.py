@@ -1,5 +1,5 @@
 """SGFT: the SG dataset/DataModule, SG generation with the filter counts, the LISA callback, an end-to-end tiny
-run and the guide x response multirun."""
+run, the guide x response multirun, the guide x solver ablation multirun and the data-size points."""
 
 from __future__ import annotations
 
@@ -217,8 +217,8 @@ def test_sgft_end_to_end_tiny(tmp_path: Path):
 def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
     fast = ["method.baselines=[]", "method.cot_ft=false", "method.teacher_sg_on_test=false",
             "trainer.max_epochs=1", "benchmark.n_test=4"]
-    # conf/experiment/sgft_grid.yaml sweeps student=tiny,tiny_small x student@method.response=tiny,tiny_small
-    p = run_sgft(["experiment=sgft_grid", *SGFT_TINY, *fast], tmp_path)
+    # conf/experiment/sgft/grid.yaml sweeps student=tiny,tiny_small x student@method.response=tiny,tiny_small
+    p = run_sgft(["experiment=sgft/grid", *SGFT_TINY, *fast], tmp_path)
     (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
     results = _results(sweep)
     assert len(results) == 4, p.stdout[-2000:]
@@ -226,7 +226,104 @@ def test_guide_x_response_multirun_one_results_per_cell(tmp_path: Path):
         (g, r) for g in ("tiny", "tiny_small") for r in ("tiny", "tiny_small")}
     # each response model is pre-trained once and reused by the second guide
     assert sorted(r["details"]["response"]["reused"] for r in results) == [False, False, True, True]
-    assert all(r["run"]["experiment"] == "sgft_grid" for r in results)
+    assert all(r["run"]["experiment"] == "sgft/grid" for r in results)
+
+
+# --- the ablation (guide trained? x solver CoT-trained?) and the data-size points ------------------------------
+
+CELLS = {(False, "response"): "untrained_guide", (False, "cot_ft"): "untrained_guide_cot_solver",
+         (True, "response"): "student", (True, "cot_ft"): "sg_guide_cot_solver"}
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    """`-m +experiment=sgft/ablation tier=embedded` at SGFT_TINY's size: the four cells, one results.json each."""
+    tmp = tmp_path_factory.mktemp("ablation")
+    run_sgft(["+experiment=sgft/ablation", "tier=embedded", *SGFT_TINY[1:], "trainer.max_epochs=1",
+              "benchmark.n_val=8", "method.baselines=[]"], tmp)
+    (sweep,) = list((tmp / "outputs" / "multirun").iterdir())
+    out = {}
+    for r in _results(sweep):
+        swept = dict(o.split("=", 1) for o in r["run"]["overrides"])
+        out[swept["method.train_guide"] == "True", swept["method.solver"]] = r
+    return out
+
+
+@pytest.mark.slow
+def test_ablation_runs_four_cells_each_named_by_its_guide_and_solver(ablation):
+    assert set(ablation) == set(CELLS)
+    for (trained, solver), r in ablation.items():
+        guided = [e for e in r["entries"] if e["split"] == "test" and e["system"] == CELLS[trained, solver]]
+        assert len(guided) == 1 and r["metrics"]["accuracy"] == guided[0]["accuracy"]
+        assert r["details"]["solver"]["kind"] == solver
+        stages = r["teacher"]["accounting"]["stages"]
+        assert ("guidance" in stages) == trained  # an untrained guide gets no SG data
+        assert r["details"]["guide"]["training"].startswith("LISA" if trained else "none")
+        assert r["data"]["n_sg_examples"] == (r["details"]["filter"]["kept"] if trained else 0)
+
+
+@pytest.mark.slow
+def test_cot_trained_solver_is_trained_before_it_answers(ablation):
+    """The solver=cot_ft cells train the CoT-FT model first (its entry comes before the guided one), its weights
+    moved away from the response model's (recorded), and it -- not the response model -- answers: with the
+    same untrained guide's SG the two untrained-guide cells answer differently."""
+    for trained in (False, True):
+        r = ablation[trained, "cot_ft"]
+        systems = [e["system"] for e in r["entries"] if e["split"] == "test"]
+        assert systems.index("cot_ft_x1") < systems.index(CELLS[trained, "cot_ft"])
+        assert r["details"]["solver"]["stage"] == "cot_ft_x1" and r["details"]["solver"]["weight_change_l2"] > 0
+        assert r["models"]["solver"]["name"] == r["models"]["response"]["name"] == "tiny_small"
+        assert list(r["timings_s"]).index("solver_cot_ft") < list(r["timings_s"]).index("collaborative_inference")
+        assert "solver" not in ablation[trained, "response"]["models"]
+
+    def guided(r):
+        run_dir = Path(r["run"]["run_dir"])
+        return [json.loads(line) for line in (run_dir / "response" / "guided.jsonl").read_text().splitlines()]
+
+    plain, cot = guided(ablation[False, "response"]), guided(ablation[False, "cot_ft"])
+    assert [x["guide_output"] for x in plain] == [x["guide_output"] for x in cot]
+    assert [x["completion"] for x in plain] != [x["completion"] for x in cot]
+
+
+def test_solver_cot_ft_plans_its_own_cot_fine_tuning():
+    from types import SimpleNamespace as NS
+
+    from sgft_lab.benchmarks.embedded import generate_examples
+    from sgft_lab.benchmarks.record import Splits
+    from sgft_lab.config import ConfigError
+    from sgft_lab.data.sg import cot_ft_runs
+    from sgft_lab.methods.sgft import check
+
+    base = dict(cot_ft=True, cot_ft_scales=[1, 10], cot_ft_per_question=None, solver="response")
+    assert cot_ft_runs(NS(**base), 100, 3000) == [("cot_ft_x1", 100, 1), ("cot_ft_x10", 1000, 1)]
+    assert cot_ft_runs(NS(**{**base, "solver": "cot_ft"}), 100, 3000)[0] == ("cot_ft_x1", 100, 1)
+    assert cot_ft_runs(NS(**{**base, "cot_ft": False, "cot_ft_scales": [], "cot_ft_per_question": 4,
+                             "solver": "cot_ft"}), 3000, 6726) == [("cot_ft", 6726, 4)]
+    assert cot_ft_runs(NS(**{**base, "cot_ft": False}), 100, 3000) == []
+    cfg = validate(compose(["method=sgft", "method.solver=cot_ft", "method.cot_ft_init=guide"]))
+    with pytest.raises(ConfigError, match="cot_ft_init"):  # the solver is the CoT-trained response model
+        check(cfg, Splits("multiarith", generate_examples("arithmetic", 400, 2, 0), [], []))
+
+
+def test_data_size_preset_sweeps_the_papers_points():
+    """methods.md 3: 3,000 SG plus the 1,000-SG ablation, each beside CoT-FT on 1x and 10x as many CoT samples
+    (10 x 3,000 = the ~30k CoT baseline); at tier=embedded the points come from the command line at the
+    tier's scale (conf/tier/embedded.yaml caps method.n_sg at 100)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sgft_lab.tiers import map_jobs
+
+    hc = compose(["+experiment=sgft/data_size"], hydra_cfg=True)
+    params = [f"{k}={v}" for k, v in hc.hydra.sweeper.params.items()]
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    assert jobs == [["method.n_sg=1000"], ["method.n_sg=3000"]]
+    for job in jobs:
+        c = validate(compose(["+experiment=sgft/data_size", *job]))
+        assert c.benchmark.name == "gsm8k" and c.method.cot_ft_scales == [1, 10] and c.method.train_guide
+    tier = compose(["+experiment=sgft/data_size", "tier=embedded"], hydra_cfg=True).tier.stand_ins
+    assert len(map_jobs(jobs, tier)) == 1  # the cap merges the paper's points ...
+    assert map_jobs([["method.n_sg=33"], ["method.n_sg=100"]], tier) == [["method.n_sg=33"], ["method.n_sg=100"]]
 
 
 def test_chat_students_get_guide_and_response_prompts_in_their_chat_template(monkeypatch):

@@ -4,43 +4,43 @@
        pre-trained, once, on a DIFFERENT pool of embedded problems to follow guidance and to answer plainly
        (the analogue of an instruction-tuned LLM), then frozen. Cached under paths.cache_dir by its config.
     1. SG generation: the teacher writes a Solution Guidance for N training questions (Prompt IV default).
-    2. Filter (3.4): 2-6 steps, no calculation, no numeric result, no final answer; one retry with the
-       extra instruction, then drop. Counts by reason go to results.json.
+    2. Filter (3.4): 2-6 steps, no calculation, no numeric result, no final answer (rules by the task's answer
+       kind, guidance.py); one retry with the extra instruction, then drop. Counts by reason to results.json.
     3. Guide fine-tuning on  {SG prompt}\\n\\n{question}  ->  Step 1: ...  (LISA by default; LoRA/QLoRA via
        student.adapter with method.lisa.enabled=false, a documented deviation).
     4. Collaborative inference: the trained guide writes the SG of each test question; the response model
        answers from  Question: {q}\\nSolution Guidance:\\n{sg}\\nAnswer:  scored with prefix 'The answer is'.
-    5. Baselines in the same run: the response model alone (zero-shot, zero-shot-CoT), the response model
-       with the teacher's own SG for the test questions (reference teacher only: an upper bound on the
-       guide), and CoT fine-tuning on the same number of training questions (and on cot_ft_scales x as
-       many teacher CoT samples: more questions, then several rationales per question).
+    5. Baselines: the response model alone (zero-shot, zero-shot-CoT) and with the teacher's SG of the test
+       questions (reference teacher: an upper bound on the guide); CoT fine-tuning on as many teacher CoT
+       samples as SG (x cot_ft_scales), and on cot_ft_per_question rationales of every question (3.8).
 
-Result entries (systems): ``student`` (the response model with the trained guide's SG: SGFT itself),
-``response_zero_shot``, ``response_zero_shot_cot``, ``teacher_sg``, ``cot_ft_x{k}``. Every choice the paper
-leaves open is a field of config.SGFTConfig and is listed in experiments/sgft/README.md.
+The ablation of 3.7 (guide trained? x solver CoT-trained?): ``train_guide=false`` skips steps 1-3 (the guide
+model writes SG as it is); ``solver=cot_ft`` trains a step-5 CoT fine-tuning first and lets it answer in step 4.
+
+Result entries (systems): ``student`` (SGFT: the trained guide's SG, the plain response model; the ablation's
+other cells ``untrained_guide``, ``sg_guide_cot_solver``, ``untrained_guide_cot_solver``),
+``response_zero_shot``, ``response_zero_shot_cot``, ``teacher_sg``, ``cot_ft_x{k}``, ``cot_ft``. Every choice
+the paper leaves open is a field of config.SGFTConfig and is listed in experiments/sgft/README.md.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import prompting
 from ..benchmarks.record import Example
-from ..config import Adapter, ConfigError, to_plain
-from ..data.sg import guidance_pairs, response_pool, response_pretraining_pairs, sample_questions
+from ..config import Adapter, ConfigError
+from ..data.sg import cot_plan  # noqa: F401  (plan.py imports it from here)
+from ..data.sg import cot_ft_runs, guidance_pairs, pretrain_response, prompt_examples, sample_questions
 from ..evaluation import EvalSpec, score_rows, student_spec
-from ..guidance import FilterReport, check_sg, format_steps, response_prompt, sg_prompt
-from ..io import read_json, write_json, write_jsonl
-from ..paths import RunPaths, response_model_dir
+from ..guidance import FilterReport, check_sg, format_steps, response_prompt, rules_for, sg_prompt
+from ..io import write_json, write_jsonl
 from ..rationales import correctness_filter, cot_pairs, teacher_rationales
 from ..run import RunContext, model_info, rows_entry, seed_everything
 from ..teachers import SamplingParams
-from ..teachers.reference_sg import SG_KIND_NAME, reference_guidance, reference_guidance_kind
-
-RESPONSE_FORMAT_VERSION = "v1"  # bump when the response model's pre-training samples change (keys its cache)
+from ..teachers.reference_sg import reference_guidance_kind
 
 
 def check(cfg, splits) -> None:
@@ -56,6 +56,9 @@ def check(cfg, splits) -> None:
                           f"pre-trained on embedded problems, but benchmark {cfg.benchmark.name} is not embedded; "
                           "allowed: a pretrained response model (student@method.response=hf "
                           "method.response.name_or_path=...) or method.response_pretrain.mode=off")
+    if s.solver == "cot_ft" and s.cot_ft_init != "response":
+        raise ConfigError("invalid config at `method.cot_ft_init`: method.solver=cot_ft answers with the CoT "
+                          "fine-tuned response model; allowed: response")
     if s.response.name_or_path is not None and s.response_pretrain.mode == "on":
         raise ConfigError("invalid config at `method.response_pretrain.mode`: 'on' pre-trains only tiny "
                           f"response models (method.response.name_or_path={s.response.name_or_path!r}); "
@@ -63,35 +66,35 @@ def check(cfg, splits) -> None:
 
 
 def run(ctx: RunContext) -> None:
+    # The filter's rules for this task: method.filter.answer_kind=auto takes the benchmark's answer type.
+    ctx.cfg = replace(ctx.cfg, method=replace(ctx.cfg.method, filter=rules_for(
+        ctx.cfg.method.filter, next(iter(ctx.splits.test or ctx.splits.train)).answer_type)))
     s, paths = ctx.cfg.method, ctx.paths
+    ctx.details.update(sg_prompt=s.prompt, filter_rules=asdict(s.filter), solver={"kind": s.solver})
     # Step 0: the response model (pre-trained once on a disjoint embedded pool in the embedded tier).
     response, response_dir = load_response(ctx)
     ctx.lap("response_model")
 
-    # Steps 1-2: SG generation by the teacher, filtered (one retry, then drop).
+    # Steps 1-3: SG by the teacher, filtered (one retry, then drop); the guide fine-tuned on (question -> SG).
     ordered = sample_questions(ctx.splits.train, None, s.sample_seed)
     n_sg = len(ordered) if s.n_sg is None else s.n_sg
     ctx.teacher(kinds=[reference_guidance_kind([*ctx.splits.train, *ctx.splits.val, *ctx.splits.test],
                                                s.filter)])
     shots = prompt_examples(s, ordered[n_sg:] or ordered)
-    records, report = generate_guidance(ctx, ordered[:n_sg], shots)
-    write_jsonl(paths.guidance, records)
-    write_json(paths.filter_report, report.to_dict())
-    ctx.lap("sg_generation")
+    guide = sg_and_guide(ctx, ordered[:n_sg], shots) if s.train_guide else untrained_guide(ctx, ordered[:n_sg])
 
-    # Step 3: guide-model fine-tuning on (question -> SG).
-    pairs = guidance_pairs(records, ctx.cfg.student.family.value, s.guide_prompt)
-    ctx.require_samples(pairs, {"total": report.questions, "rejected_dropped": report.dropped}, "the SG filter")
-    guide = train_guide(ctx, pairs)
-    ctx.lap("guide_training")
+    # The ablation's CoT-trained solver (3.7): the first CoT fine-tuning is trained now and answers in step 4.
+    cot_runs = cot_ft_runs(s, n_sg, len(ordered))
+    solver = response if s.solver == "response" else cot_solver(ctx, ordered, cot_runs.pop(0), response,
+                                                                response_dir)
 
     # Step 4: collaborative inference on the test questions.
     test = ctx.eval_sets(("test",))["test"]
     guide_sgs, raw = guide_writes_sg(ctx, guide, test)
     guided = [{**row, "guide_output": text} for row, text in
-              zip(answer_with_guidance(ctx, response, test, guide_sgs), raw)]
+              zip(answer_with_guidance(ctx, solver, test, guide_sgs), raw)]
     write_jsonl(paths.response_rows("guided"), guided)
-    ctx.add([rows_entry(guided, protocol=ctx.cfg.protocol)])
+    ctx.add([rows_entry(guided, system=guided_system(s), protocol=ctx.cfg.protocol)])
     ctx.metrics = {"accuracy": ctx.entries[-1].accuracy}
     ctx.lap("collaborative_inference")
 
@@ -100,35 +103,22 @@ def run(ctx: RunContext) -> None:
     if s.teacher_sg_on_test or (s.teacher_sg_on_test is None and ctx.cfg.teacher.name == "reference"):
         with_teacher_sg(ctx, response, test, shots, guide_sgs)
     ctx.lap("response_baselines")
-    for scale in s.cot_ft_scales if s.cot_ft else []:
-        cot_fine_tune(ctx, ordered, *cot_plan(n_sg * scale, len(ordered)), response_dir, f"cot_ft_x{scale}")
-    if s.cot_ft and s.cot_ft_per_question:  # methods.md 3.8: every training question, k rationales each
-        cot_fine_tune(ctx, ordered, len(ordered), s.cot_ft_per_question, response_dir, "cot_ft")
+    for system, n_q, per_q in cot_runs:
+        cot_fine_tune(ctx, ordered, n_q, per_q, response_dir, system)
     ctx.lap("cot_ft")
-    ctx.data.update(n_sg_questions=n_sg, n_sg_examples=len(pairs), n_test=len(test))
-    ctx.details.update(filter=report.to_dict(), sg_prompt=s.prompt)
+    ctx.data.update(n_test=len(test))
+
+
+def guided_system(s) -> str:
+    """The guided answers' result entry: ``student`` for SGFT itself (trained guide, plain response model);
+    the ablation's other cells (3.7) name their guide and solver."""
+    if s.train_guide and s.solver == "response":
+        return "student"
+    return ("sg_guide" if s.train_guide else "untrained_guide") + ("_cot_solver" if s.solver == "cot_ft" else "")
 
 
 # --------------------------------------------------------------------------------------------------------
-# Steps 1-2: SG generation and the filter
-
-
-def prompt_examples(s, pool: Sequence[Example]) -> list[tuple[str, str]]:
-    """(question, SG) examples for the few-shot variants: from config, else reference SG of ``pool``."""
-    if s.prompt not in ("III", "V"):
-        return []
-    if s.prompt_examples:
-        return [(e["question"], e["guidance"]) for e in s.prompt_examples]
-    shots = []
-    for ex in pool:
-        steps = reference_guidance(ex, s.filter.max_steps)
-        if steps and not check_sg(format_steps(steps), s.filter)[1]:
-            shots.append((ex.question, format_steps(steps)))
-        if len(shots) == s.n_prompt_examples:
-            return shots
-    raise ConfigError(f"invalid config at `method.prompt_examples`: SG prompt {s.prompt} needs "
-                      f"{s.n_prompt_examples} examples; allowed: [{{question: ..., guidance: ...}}] (the "
-                      f"benchmark's unused training questions gave {len(shots)} reference SGs)")
+# Steps 1-2: SG generation and the filter; steps 1-3 together, or the ablation's untrained guide
 
 
 def generate_guidance(ctx: RunContext, questions: Sequence[Example], shots: Sequence[tuple[str, str]] = (),
@@ -162,46 +152,40 @@ def generate_guidance(ctx: RunContext, questions: Sequence[Example], shots: Sequ
     return records, report
 
 
-# --------------------------------------------------------------------------------------------------------
-# Step 0 (embedded tier): the response model
+def sg_and_guide(ctx: RunContext, questions: Sequence[Example], shots: Sequence[tuple[str, str]]):
+    """Steps 1-3: the teacher's SG of ``questions``, filtered, then the guide fine-tuned on them."""
+    s, paths = ctx.cfg.method, ctx.paths
+    records, report = generate_guidance(ctx, questions, shots)
+    write_jsonl(paths.guidance, records)
+    write_json(paths.filter_report, report.to_dict())
+    ctx.details["filter"] = report.to_dict()
+    ctx.lap("sg_generation")
+    pairs = guidance_pairs(records, ctx.cfg.student.family.value, s.guide_prompt)
+    ctx.require_samples(pairs, {"total": report.questions, "rejected_dropped": report.dropped}, "the SG filter")
+    ctx.data.update(n_sg_questions=len(questions), n_sg_examples=len(pairs))
+    guide = train_guide(ctx, pairs)
+    ctx.lap("guide_training")
+    return guide
 
 
-def pretrain_response(ctx: RunContext) -> Path:
-    """Pre-train the tiny response model once per (its config, pool, formats, seed); return its dir (holding
-    ``tokenizer/`` and ``init_model/``, which build_student loads as the model's starting point)."""
+def untrained_guide(ctx: RunContext, questions: Sequence[Example]):
+    """The ablation's untrained guide (3.7): the guide model as it is, asked for SG with the trained guide's
+    prompt. A tiny student is random-init (knows nothing); its tokenizer is trained on those prompts."""
     from ..students.build import build_student
-    from ..training import fit
 
-    cfg, s = ctx.cfg, ctx.cfg.method
-    rc = replace(s.response, adapter=Adapter.none)  # pre-training is full fine-tuning
-    rp, b = s.response_pretrain, cfg.benchmark
-    identity = {"response": to_plain(rc), "pretrain": to_plain(rp), "seed": cfg.seed,
-                "template": s.response_prompt,
-                "benchmark": [b.name, b.generator, b.difficulty, b.data_seed, b.n_train, b.n_val, b.n_test],
-                "sg": SG_KIND_NAME, "version": RESPONSE_FORMAT_VERSION}
-    work = response_model_dir(cfg.paths.cache_dir, identity)
-    done = RunPaths(work).summary
-    if done.is_file():
-        ctx.details["response"] = {**read_json(done), "reused": True}
-        return work
-    t0 = time.time()
-    pool = response_pool(b, ctx.splits, rp)
-    pairs = response_pretraining_pairs(pool, rp, s.response_prompt, rc.family.value, cfg.seed)
-    write_json(work / "identity.json", identity)
-    write_jsonl(RunPaths(work).train_data, (p.to_dict() for p in pairs))
+    cfg = ctx.cfg
+    corpus = [sg_prompt(q.question, cfg.method.guide_prompt) for q in questions] \
+        if cfg.student.name_or_path is None else None
     seed_everything(cfg.seed)
-    student = build_student(rc, corpus=[p.input + p.label for p in pairs], work_dir=work)
-    tcfg = replace(cfg.trainer, max_epochs=rp.max_epochs, batch_size=rp.batch_size, lr=rp.lr)
-    fit(replace(cfg, trainer=tcfg, student=rc), student, pairs, {}, None, RunPaths(work / "train"))
-    student.model.save_pretrained(work / "init_model")  # build_student loads it as this model's start
-    info = {"dir": str(work), "pool_questions": len(pool), "samples": len(pairs),
-            "difficulties": sorted({ex.meta["difficulty"] for ex in pool}),
-            "format_questions": {f: len({p.example_id for p in pairs if p.source.split(":")[0] == f})
-                                 for f in rp.formats},
-            "epochs": rp.max_epochs, "seconds": round(time.time() - t0, 2)}
-    write_json(done, info)
-    ctx.details["response"] = {**info, "reused": False}
-    return work
+    guide = build_student(cfg.student, corpus=corpus, work_dir=ctx.paths.student_dir)
+    ctx.models["student"] = model_info(guide)
+    ctx.details["guide"] = {"training": "none (untrained guide)"}
+    ctx.data.update(n_sg_questions=0, n_sg_examples=0)
+    return guide
+
+
+# --------------------------------------------------------------------------------------------------------
+# Step 0: the response model (its embedded-tier pre-training, our departure, is data/sg.py pretrain_response)
 
 
 def load_response(ctx: RunContext):
@@ -327,21 +311,44 @@ def with_teacher_sg(ctx: RunContext, response, test: Sequence[Example], shots, g
         sum(g == t for g, t in zip(guide_sgs, teacher_sgs)) / max(1, len(test)), 4)
 
 
-def cot_plan(n_samples: int, n_train: int) -> tuple[int, int]:
-    """(questions, rationales per question) for ``n_samples`` teacher CoT samples: one per question while
-    questions last, then D = ceil(n / |train|) per question at T > 0 (methods.md 3.8: the ~30k CoT baseline
-    is 4 samples per GSM8K train question)."""
-    questions = min(n_samples, n_train)
-    return questions, -(-n_samples // questions)
+def cot_solver(ctx: RunContext, ordered: Sequence[Example], cot_run: tuple[str, int, int], response,
+               response_dir: Path | None):
+    """The ablation's CoT-trained solver (3.7): the response model after the CoT fine-tuning ``cot_run`` (a
+    step-5 baseline, trained first and recorded as such); how far its weights moved goes to results.json."""
+    system, n_q, per_q = cot_run
+    solver = cot_fine_tune(ctx, ordered, n_q, per_q, response_dir, system)
+    if solver is None:
+        ctx.require_samples([], ctx.details["cot_ft"][system]["filter"], "the solver's CoT filter")
+    ctx.models["solver"] = model_info(solver)
+    ctx.details["solver"].update(stage=system, weight_change_l2=weight_change(response.model, solver.model))
+    ctx.lap("solver_cot_ft")
+    return solver
+
+
+def weight_change(before, after) -> float:
+    """L2 norm of ``after - before`` over the parameters both models have (same name, same shape; a peft
+    wrapper's prefix ignored), plus the norm of LoRA's B matrices (zero at the start)."""
+    import torch
+
+    ref = {n.removeprefix("base_model.model."): p for n, p in before.named_parameters()}
+    total = 0.0
+    with torch.no_grad():
+        for name, p in after.named_parameters():
+            q = ref.get(name.removeprefix("base_model.model.").replace(".base_layer", ""))
+            if "lora_B" in name:
+                total += float(p.float().pow(2).sum())
+            elif q is not None and q.shape == p.shape:
+                total += float((p.float() - q.float().to(p.device)).pow(2).sum())
+    return round(total ** 0.5, 6)
 
 
 def cot_fine_tune(ctx: RunContext, ordered: Sequence[Example], n_q: int, per_q: int, response_dir: Path | None,
-                  system: str) -> None:
+                  system: str):
     """Step 5: Fine-tune-CoT on ``per_q`` teacher rationales (T > 0 when several) for each of the first ``n_q``
     questions, correctness-filtered (ft_cot_token), with the guide's recipe (its trainer, and LISA when the
     model is fully fine-tuned: methods.md 3.8), from the response model (default; the paper's CoT-FT row
     fine-tunes the same base model) or from a fresh student of the guide's config; evaluated as the protocol
-    says on the same test questions."""
+    says on the same test questions. Returns the trained model (None: no CoT sample passed the filter)."""
     from ..students.build import build_student
     from ..training import train_and_evaluate
 
@@ -354,7 +361,7 @@ def cot_fine_tune(ctx: RunContext, ordered: Sequence[Example], n_q: int, per_q: 
     ctx.details.setdefault("cot_ft", {})[system] = info
     if not kept:
         info["skipped"] = "the teacher's rationales were all filtered out (no CoT samples)"
-        return
+        return None
     scfg = s.response if s.cot_ft_init == "response" else cfg.student
     pairs = cot_pairs(kept, "ft_cot_token", scfg.family.value)
     paths = ctx.paths.stage(system)
@@ -369,3 +376,4 @@ def cot_fine_tune(ctx: RunContext, ordered: Sequence[Example], n_q: int, per_q: 
     stage = train_and_evaluate(ctx, student, pairs, paths, spec, cfg=replace(cfg, student=scfg), stage=system,
                                system=system, callbacks=lisa_callbacks(s, scfg, cfg.seed))
     info.update(accuracy=stage["metrics"].get("accuracy"), train_time_s=round(stage["outcome"].train_time_s, 2))
+    return student

@@ -1,10 +1,12 @@
 """SGFT prompt kinds for the reference teacher: the offline teacher's Solution Guidance writer (methods.md 3).
 
 Next to reference_fdd.py; added through ``build_teacher(..., kinds=...)``. Our choice throughout
-(experiments/sgft/README.md): embedded tasks from the solution trace (arithmetic: the operation of each step, never a number; coin flip / last
-  letters: the person / word to check, grouped to at most 6 steps); GSM8K-style
-  solutions with every result removed (operators written as words, numbers not in the question replaced by
-  "the earlier result"); StrategyQA from its decomposition when the data has one, else one step per fact.
+(experiments/sgft/README.md): embedded tasks from the solution trace (arithmetic: the operation of each step,
+never a number; coin flip / last letters: the person / word to check, grouped to at most 6 steps); GSM8K-style
+solutions with every result removed (operators written as words, numbers not in the question replaced by
+"the earlier result"); StrategyQA from its decomposition when the data has one, else one step per fact.
+CommonsenseQA has neither a trace nor a rationale: the reference teacher answers its SG prompts "I am not
+sure." (every question dropped), so SGFT on it needs a real teacher (conf/experiment/sgft/commonsense_qa.yaml).
 
 It also writes the embedded response model's pre-training targets (``guided_solution``, ``worked_solution``):
 the same plan's work, step by step.

@@ -156,8 +156,22 @@ def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths
     scores the student as ``spec`` says on each split and saves the prediction rows. ``keep_best``: when the
     ``val`` accuracy beats every earlier epoch's (read back from the saved predictions, so a resumed run
     remembers), the student's weights are saved to ``paths.best_weights`` -- the model the clean protocol
-    tests once at the end (ties keep the earliest epoch)."""
+    tests once at the end (ties keep the earliest epoch).
+
+    Side effects and resume: the epoch's checkpoint is written after its evaluation (training.
+    checkpoint_callback), so a run killed during an evaluation re-trains from the checkpoint before it and
+    evaluates that epoch again, rewriting the same predictions (and best weights) -- equal on CPU, where a
+    resumed run trains exactly as an uninterrupted one.
+
+    Test hook: with ``SGFT_LAB_TEST_STOP_IN_EVAL=<epoch>`` the process stops itself (SIGSTOP) in the middle of
+    that epoch's evaluation -- the best weights saved, the predictions not yet written -- so a test can kill it
+    there (tests/test_resume.py)."""
+    import os
+    import signal
+
     import lightning.pytorch as pl
+
+    stop_in = os.environ.get("SGFT_LAB_TEST_STOP_IN_EVAL")
 
     class GenerationEvaluator(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
@@ -178,6 +192,8 @@ def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths
                 pl_module.log(f"{split}_accuracy", scores[split], on_epoch=True, rank_zero_only=True)
             if keep_best and "val" in scores and (best is None or scores["val"] > best):
                 pl_module.student.save_trainable(paths.best_weights)  # before the predictions: a kill
+            if stop_in is not None and int(stop_in) == epoch:
+                os.kill(os.getpid(), signal.SIGSTOP)
             write_jsonl(paths.predictions(epoch), rows)  # in between re-evaluates this epoch on resume
             log_prediction_table(trainer, rows, epoch)
             pl_module.student.model.train()

@@ -3,6 +3,11 @@
 Shared by every method (Fine-tune-CoT students, SGFT guide models, FDD rounds). A run killed at any
 point (even ``kill -9``) resumes from ``checkpoints/last.ckpt`` when the same command is rerun: checkpoints
 are written to a temporary file and renamed, so a kill mid-write leaves the previous one intact.
+On CPU the resumed run ends exactly where an uninterrupted one does (tests/test_resume.py): the checkpoint
+holds, besides Lightning's model, optimizer, schedule and loop state, the training loader's position
+(data/datamodules.ResumableLoader), the random states (``resume_callback``), the epoch's running loss
+(students/module.py) and throughput counters; metrics.csv keeps the rows logged before the checkpoint and
+the resumed steps log the rest, once (``_set_aside_metrics``).
 
 Scale (conf/trainer/*.yaml): one device, or several through Lightning's strategies -- ``ddp`` (Lightning
 re-executes ``python -m sgft_lab ...`` once per extra device, with the same Hydra run dir), ``deepspeed``
@@ -49,6 +54,8 @@ class FitOutcome:
     train_tokens: int = 0  # real tokens trained on (this process' epochs)
     global_rank: int = 0
     world_size: int = 1
+    resumed_at_step: int | None = None  # the checkpoint's optimizer step this process went on from
+    train_steps: int = 0  # optimizer steps this process ran (a resumed run: only the remaining ones)
 
     @property
     def is_global_zero(self) -> bool:
@@ -58,7 +65,8 @@ class FitOutcome:
         """The throughput fields, for results.json."""
         return {"tokens_per_s": self.tokens_per_s, "padding_fraction": self.padding_fraction,
                 "peak_memory_gib": self.peak_memory_gib, "peak_memory_kind": self.peak_memory_kind,
-                "train_tokens": self.train_tokens, "world_size": self.world_size}
+                "train_tokens": self.train_tokens, "world_size": self.world_size,
+                "train_steps": self.train_steps, "resumed_at_step": self.resumed_at_step}
 
 
 def _quiet_lightning() -> None:
@@ -157,6 +165,8 @@ def throughput_callback(family: str):
     class ThroughputMonitor(pl.Callback):
         def __init__(self):
             self.totals = {"tokens": 0.0, "positions": 0.0, "seconds": 0.0, "peak_gib": None, "kind": None}
+            self._before = (0.0, 0)  # this epoch's counts from before a mid-epoch resume (padding fraction)
+            self._loaded = None
 
         def on_fit_start(self, trainer, pl_module):
             if pl_module.device.type == "cuda":
@@ -166,10 +176,23 @@ def throughput_callback(family: str):
             _sync(pl_module.device)
             self._real = torch.zeros((), dtype=torch.float64, device=pl_module.device)
             self._positions = 0
+            self._before = (0.0, 0)
             self._t0 = time.perf_counter()
+
+        def state_dict(self):
+            if not hasattr(self, "_real"):
+                return {}
+            return {"real": self._before[0] + float(self._real), "positions": self._before[1] + self._positions}
+
+        def load_state_dict(self, state):
+            self._loaded = state
 
         def on_train_start(self, trainer, pl_module):
             self._begin(pl_module)  # a mid-epoch resume enters the epoch without on_train_epoch_start
+            # The saved counts are rank 0's: exact for one process; under DDP the resumed epoch counts from here.
+            if self._loaded and trainer.world_size == 1:
+                self._before = (self._loaded["real"], self._loaded["positions"])
+            self._loaded = None
 
         def on_train_epoch_start(self, trainer, pl_module):
             self._begin(pl_module)
@@ -202,8 +225,9 @@ def throughput_callback(family: str):
             t["seconds"] += seconds
             t["peak_gib"], t["kind"] = peak, kind
             if seconds > 0 and positions > 0:
+                epoch_real, epoch_positions = real + self._before[0], positions + self._before[1]
                 metrics = {"train_tokens_per_s": real / seconds, "peak_memory_gib": peak,
-                           "train_padding_fraction": 1 - real / positions}
+                           "train_padding_fraction": 1 - epoch_real / epoch_positions}
                 pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
 
     return ThroughputMonitor()
@@ -223,38 +247,240 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def checkpoint_callback(tc: TrainerConfig, paths: RunPaths):
-    """Rewrite ``checkpoints/last.ckpt`` after every epoch (after that epoch's evaluation) and, with
-    ``trainer.checkpoint_every_n_steps``, every n optimizer steps.
+def checkpoint_callback(tc: TrainerConfig, paths: RunPaths, initial: bool = False):
+    """Rewrite ``checkpoints/last.ckpt`` after every epoch and, with ``trainer.checkpoint_every_n_steps``, every
+    n optimizer steps within an epoch. ``initial``: also when training starts from scratch -- for adapter
+    students, whose freshly drawn adapter weights are on disk nowhere else (a rerun that loads the tiny
+    student's saved init instead of drawing it draws other adapter weights).
+
+    Each checkpoint is taken where Lightning resumes correctly from, and only made ``last.ckpt`` once every
+    row logged before that point is on disk (a resumed run logs only what comes after it):
+    - an epoch's checkpoint is taken in ``on_train_epoch_end`` (after the evaluation) into
+      ``last.ckpt.pending`` and renamed to ``last.ckpt`` when the next epoch starts or training ends:
+      Lightning logs the epoch's row (losses, throughput, val accuracy) after the ``on_train_epoch_end``
+      hooks, so a kill between a ``last.ckpt`` written there and that row lost the row. (Taking it when the
+      next epoch starts instead is no better: Lightning 2.6 resumes from there at the previous epoch's batch
+      count.)
+    - a step checkpoint is written in ``on_train_batch_end`` (the step's row is already written: module.py),
+      but never at an epoch's last batch: Lightning resumes from such a checkpoint past the epoch's end,
+      skipping the epoch's evaluation and row; the epoch's own checkpoint follows anyway.
 
     Why not ModelCheckpoint: Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint was written in
     the same step, so ``save_top_k=0, save_last=True`` saved nothing until training ended (nothing to resume
-    from after a kill), and top-k files would double the writes. A mid-epoch resume restarts the epoch's data
-    loader (a plain loader cannot be fast-forwarded), keeping the optimizer step count and the schedule; the
-    epoch then ends after its remaining steps.
+    from after a kill), and top-k files would double the writes.
     """
     import lightning.pytorch as pl
 
     last = paths.last_checkpoint
+    pending = pending_checkpoint(paths)
     every = int(tc.checkpoint_every_n_steps or 0)
 
     class LastCheckpoint(pl.Callback):
         def __init__(self):
             self.saved_step = -1
 
-        def _save(self, trainer) -> None:
-            trainer.save_checkpoint(str(last))  # every rank calls it; the strategy writes on rank 0
-            self.saved_step = trainer.global_step
+        def on_train_start(self, trainer, pl_module):
+            if initial and trainer.ckpt_path is None:  # the same on every rank: all of them must call save
+                trainer.save_checkpoint(str(last))
+            self.saved_step = trainer.global_step  # step 0, or the checkpoint this fit resumed from
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step  # optimizer steps: accumulation micro-batches share one
-            if every and step > 0 and step % every == 0 and step != self.saved_step:
-                self._save(trainer)
+            if every and step % every == 0 and step != self.saved_step \
+                    and batch_idx + 1 < trainer.num_training_batches:
+                trainer.save_checkpoint(str(last))  # every rank calls it; the strategy writes on rank 0
+                self.saved_step = step
 
         def on_train_epoch_end(self, trainer, pl_module):
-            self._save(trainer)
+            trainer.save_checkpoint(str(pending))
+            self.saved_step = trainer.global_step
+
+        def _publish(self, trainer) -> None:
+            if trainer.is_global_zero and pending.exists():
+                _replace(pending, last)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._publish(trainer)
+
+        def on_train_end(self, trainer, pl_module):
+            self._publish(trainer)
 
     return LastCheckpoint()
+
+
+def pending_checkpoint(paths: RunPaths) -> Path:
+    """An epoch's checkpoint before its logged row is on disk (``checkpoint_callback``)."""
+    return paths.last_checkpoint.with_name(paths.last_checkpoint.name + ".pending")
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; a checkpoint folder (DeepSpeed, sharded FSDP) takes the old one's place."""
+    if src.is_dir() and dst.exists():
+        old = dst.with_name(dst.name + ".old")
+        _remove(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        _remove(old)
+    else:
+        os.replace(src, dst)
+
+
+def _rng_states() -> dict:
+    """The process' random states, as plain types and tensors (Lightning loads checkpoints weights_only)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+METRICS_ASIDE = ".metrics.csv.resume"
+
+
+def _set_aside_metrics(loggers: Sequence, resuming: bool) -> None:
+    """Before a resumed fit starts, move the CSV loggers' metrics.csv aside: Lightning's CSVLogger deletes the
+    file it finds when it starts, and ``resume_callback`` puts back the rows from before the checkpoint. An
+    earlier aside file (a kill while a resume started) stays when there is no newer metrics.csv. A fit that
+    starts afresh drops an aside file: Lightning replaces metrics.csv then."""
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # every rank writes into the same run dir; rank 0 logs
+        return
+    for lg in loggers:
+        if isinstance(lg, CSVLogger):
+            path = Path(lg.log_dir) / "metrics.csv"
+            aside = path.with_name(METRICS_ASIDE)
+            if not resuming:
+                aside.unlink(missing_ok=True)
+            elif path.is_file():
+                os.replace(path, aside)
+
+
+def resume_callback():
+    """What Lightning's checkpoint lacks for a resumed fit to continue exactly as an uninterrupted one:
+
+    - the random states (torch, CUDA, Python, NumPy: dropout, e.g. LoRA's), saved with every checkpoint and
+      restored when training starts again;
+    - the training loader's position (``ResumableLoader.state_dict``), restored when training starts again.
+      Lightning saves it too, but restores it only when the fit loop builds the loader after the checkpoint
+      is loaded -- not when ``configure_optimizers`` built it earlier through
+      ``trainer.estimated_stepping_batches`` (any scheduler here), which left a resumed epoch in a fresh order;
+    - the metrics.csv rows logged before the checkpoint (``_set_aside_metrics`` moved the file aside): those
+      of earlier steps are written back through the logger, the later ones dropped, as the resumed steps log
+      them again;
+    - the optimizer step it resumed at (``.resumed_at``) and the steps run since (``.steps``).
+    """
+    import csv
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    class ResumeState(pl.Callback):
+        def __init__(self):
+            self.resumed_at: int | None = None
+            self.start_step = 0
+            self.steps = 0
+            self._rng = self._loader = self._trainer = None
+
+        def setup(self, trainer, pl_module, stage):
+            self._trainer = trainer
+
+        def state_dict(self):  # called as the checkpoint is written
+            loader = self._trainer.train_dataloader
+            return {"rng": _rng_states(), "loader": loader.state_dict() if hasattr(loader, "state_dict") else None}
+
+        def load_state_dict(self, state):
+            self._rng, self._loader = state.get("rng"), state.get("loader")
+
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+            self.resumed_at = int(checkpoint["global_step"])
+            if trainer.global_rank != 0:
+                return
+            for lg in trainer.loggers:
+                if not isinstance(lg, CSVLogger):
+                    continue
+                aside = Path(lg.log_dir) / METRICS_ASIDE
+                if not aside.is_file():
+                    continue
+                with aside.open(newline="", encoding="utf-8") as f:
+                    rows = [r for r in csv.DictReader(f) if int(r["step"]) < self.resumed_at]
+                writer = lg.experiment  # created now, if not yet: there is no metrics.csv for it to delete
+                writer.metrics[:0] = [{k: v for k, v in r.items() if v != ""} for r in rows]
+                writer.save()
+                aside.unlink()
+
+        def on_train_start(self, trainer, pl_module):
+            loader = trainer.train_dataloader
+            if self._loader is not None and hasattr(loader, "load_state_dict"):
+                loader.load_state_dict(self._loader)  # before its first batch is drawn
+            if self._rng is not None:
+                _set_rng_states(self._rng)  # after everything that ran before training drew from them
+            self._rng = self._loader = None
+            self.start_step = trainer.global_step
+
+        def on_train_end(self, trainer, pl_module):
+            self.steps = trainer.global_step - self.start_step
+
+    return ResumeState()
+
+
+def sample_recorder(paths: RunPaths):
+    """Debug record (``SGFT_LAB_RECORD_SAMPLES=1``): every rank appends the training samples it trained on
+    (``sample_index``: positions in the training pairs) to ``debug/train_samples.rank<R>.jsonl``, one line
+    per epoch -- e.g. to check that DDP ranks split each epoch (tests/test_ddp.py)."""
+    import json
+
+    import lightning.pytorch as pl
+
+    class SampleRecorder(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.seen: list[int] = []
+
+        def on_train_start(self, trainer, pl_module):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if "sample_index" in batch:
+                self.seen += batch["sample_index"].tolist()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            path = paths.run_dir / "debug" / f"train_samples.rank{trainer.global_rank}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"epoch": trainer.current_epoch, "rank": trainer.global_rank,
+                                    "world_size": trainer.world_size, "sample_index": self.seen}) + "\n")
+
+    return SampleRecorder()
 
 
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
@@ -278,6 +504,9 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     _quiet_lightning()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    # Training draws from a known random state whatever ran before it in this process (a teacher answered from
+    # the cache, a student init loaded from disk instead of drawn); a resumed fit then restores the saved one.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     tc = cfg.trainer
     strategy = build_strategy(tc, student)
     sharded = _strategy_name(tc) in SHARDED_STRATEGIES
@@ -295,31 +524,41 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         dm.group_by_length = tc.group_by_length
     module = StudentModule(student, tc)
     monitor = throughput_callback(student.family)
+    resume = resume_callback()
     callbacks = [monitor, *callbacks]
     if evaluate:
         callbacks.append(make_callback(eval_sets, spec, paths, tc.eval_every_n_epochs,
                                        progress=tc.enable_progress_bar, keep_best=keep_best))
     if tc.save_checkpoints:
         # Only `last.ckpt`, rewritten each epoch: enough to resume, and LoRA checkpoints hold adapters only.
-        callbacks.append(checkpoint_callback(tc, paths))
+        callbacks.append(checkpoint_callback(tc, paths, initial=student.cfg.adapter is not Adapter.none))
+    callbacks.append(resume)
+    if os.environ.get("SGFT_LAB_RECORD_SAMPLES"):
+        callbacks.append(sample_recorder(paths))
+    loggers = list(loggers) if loggers is not None else default_loggers(paths)
     plugins = [] if (sharded or _strategy_name(tc).startswith("deepspeed")) else [_atomic_checkpoint_io()]
     trainer = pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, num_nodes=tc.num_nodes, strategy=strategy,
         precision=tc.precision, max_epochs=tc.max_epochs, max_steps=tc.max_steps,
         gradient_clip_val=tc.gradient_clip_val,
         accumulate_grad_batches=tc.accumulate_grad_batches, log_every_n_steps=tc.log_every_n_steps,
-        logger=list(loggers) if loggers is not None else default_loggers(paths), callbacks=callbacks,
+        logger=loggers, callbacks=callbacks,
         plugins=plugins,
         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=tc.enable_progress_bar,
         enable_model_summary=False, default_root_dir=str(paths.run_dir), deterministic=tc.deterministic,
         enable_checkpointing=False,  # checkpoint_callback writes last.ckpt itself
     )
     last = paths.last_checkpoint
+    if trainer.is_global_zero:  # an epoch's checkpoint whose row may not be on disk: that epoch's end reruns
+        _remove(pending_checkpoint(paths))
     ckpt = str(last) if last.exists() else None
+    _set_aside_metrics(loggers, resuming=ckpt is not None)
     if ckpt:
         print(f"resuming from checkpoint {ckpt}")
     t0 = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    if resume.resumed_at is not None:
+        print(f"resumed at optimizer step {resume.resumed_at}; ran {resume.steps} steps")
     # Ranks leave together: rank 0 may still be writing the last epoch's predictions.
     trainer.strategy.barrier("sgft_lab.fit")
     for lg in trainer.loggers:
@@ -335,6 +574,7 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         peak_memory_gib=round(t["peak_gib"], 3) if t["peak_gib"] is not None else None,
         peak_memory_kind=t["kind"], train_tokens=int(t["tokens"]),
         global_rank=trainer.global_rank, world_size=trainer.world_size,
+        resumed_at_step=resume.resumed_at, train_steps=resume.steps,
     )
 
 

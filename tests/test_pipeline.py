@@ -51,7 +51,8 @@ def test_fine_tune_cot_end_to_end_and_cached_rerun(tmp_path: Path):
     (v,) = [e for e in res["entries"] if e["split"] == "val"]
     assert t == {"system": "student", "split": "test", "accuracy": res["metrics"]["accuracy"], "n": 8,
                  "selection": "dev_selected", "epoch": best, "round": None, "metric": "ftcot",
-                 "strict_accuracy": sum(r["strict_correct"] for r in test) / 8, "protocol": "clean"}
+                 "strict_accuracy": sum(r["strict_correct"] for r in test) / 8, "protocol": "clean",
+                 "benchmark": None}
     assert t["accuracy"] == sum(r["correct"] for r in test) / 8 and v["accuracy"] == acc[best]
     # Training pairs carry the exact ft_cot_token format with the gold answer.
     pair = read_jsonl(run_dir / "data" / "train.jsonl")[0]

@@ -3,6 +3,10 @@
 CoTDataModule serves Fine-tune-CoT samples (question -> rationale --> answer, or question -> answer for
 vanilla fine-tuning); SGFT and FDD datasets are served by the same module with their own pairs.
 Evaluation is generation-based (evaluation.py), so val/test are held as Examples, not as loss batches.
+
+The training loader is a :class:`ResumableLoader`: a run resumed from a mid-epoch checkpoint trains on the
+batches an uninterrupted run would have trained on next. Every batch carries ``sample_index`` (positions in
+``train_pairs``), which the model ignores and debug records read (training.sample_recorder).
 """
 
 from __future__ import annotations
@@ -24,7 +28,88 @@ class _Encoded(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        return self.items[i]
+        return {**self.items[i], "sample_index": i}
+
+
+def _with_index(collate_fn, items: list[dict]) -> dict:
+    """``collate_fn``'s batch plus ``sample_index``: which training samples it holds."""
+    batch = collate_fn(items)
+    batch["sample_index"] = torch.tensor([x["sample_index"] for x in items], dtype=torch.long)
+    return batch
+
+
+class _SkipOnce:
+    """An index sampler whose first iteration skips ``skip`` items (batches, for a batch sampler)."""
+
+    def __init__(self, sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        it = iter(self.sampler)
+        for _ in zip(range(skip), it):  # drawn lazily: after Lightning's set_epoch
+            pass
+        yield from it
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader that resumes mid-epoch, through Lightning's stateful-loader protocol (``state_dict`` /
+    ``load_state_dict``): Lightning saves the state with the fit loop in every checkpoint;
+    ``training.resume_callback`` saves it too and restores it before a resumed fit draws its first batch
+    (Lightning's own restore misses a loader built early, see there).
+
+    The state is the loader's ``generator`` as it was when the current epoch's iterator started (the shuffle
+    order of a RandomSampler and the workers' base seed come from it) and the number of batches yielded since;
+    a resumed iterator starts from that generator state and skips those batches by index, so nothing is loaded
+    or collated twice. After an epoch's last batch the state is the generator as it is now and no batches: the
+    next epoch's start. Samplers that shuffle by ``set_epoch`` (DistributedSampler, LengthGroupedSampler)
+    need no generator: Lightning sets the epoch before the first index is drawn.
+    Counting at the loader, not the sampler, is exact with workers too (they prefetch indices); Lightning does
+    not prefetch batches from a loader with a length.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch_start = None  # the generator's state when the current epoch's iterator started
+        self._yielded = 0  # batches yielded by that iterator (the skipped ones included)
+        self._skip = 0  # batches the next iterator skips
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        g = self.generator
+        if self._epoch_start is None or self._yielded >= len(self):
+            return {"generator": None if g is None else g.get_state(), "batches": 0}
+        return {"generator": self._epoch_start, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
+
+    def __iter__(self):
+        # A generator function: the iterator (and its generator draws) is made at the first batch, after
+        # Lightning restored this loader's state and set the sampler's epoch.
+        skip = 0
+        if self._resume is not None:
+            state, self._resume = self._resume, None
+            if state.get("generator") is not None and self.generator is not None:
+                self.generator.set_state(state["generator"])
+            skip = int(state.get("batches", 0))
+        self._epoch_start = None if self.generator is None else self.generator.get_state()
+        self._yielded = self._skip = skip
+        it = super().__iter__()
+        self._skip = 0
+        for batch in it:
+            self._yielded += 1
+            yield batch
+
+    @property
+    def _index_sampler(self):
+        # torch's DataLoader draws indices from this property (the batch sampler); a resumed iterator takes a
+        # copy that skips the batches already trained on.
+        sampler = super()._index_sampler
+        return _SkipOnce(sampler, self._skip) if self._skip else sampler
 
 
 class LengthGroupedSampler(torch.utils.data.DistributedSampler):
@@ -134,18 +219,19 @@ class CoTDataModule(pl.LightningDataModule):
 
             width = max(len(x["input_ids"]) for x in self._train.items)  # type: ignore[union-attr]
             collate_fn = partial(collate_official, pad_id=self.student.tokenizer.pad_token_id, width=width)
+        collate_fn = partial(_with_index, collate_fn)
+        # The loader's own generator: the shuffle order (RandomSampler) and the workers' base seed come from it,
+        # never from the global RNG, so a resumed loader draws exactly what an uninterrupted one would.
+        g = torch.Generator().manual_seed(self.seed)
         if self.group_by_length:
             trainer = getattr(self, "trainer", None)
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             sampler = LengthGroupedSampler(self.lengths(), self.batch_size, seed=self.seed,
                                            num_replicas=world, rank=rank)
-            return torch.utils.data.DataLoader(self._train, batch_size=self.batch_size, sampler=sampler,
-                                               num_workers=self.num_workers, collate_fn=collate_fn)
-        g = torch.Generator().manual_seed(self.seed)
-        return torch.utils.data.DataLoader(
-            self._train, batch_size=self.batch_size, shuffle=True, generator=g, num_workers=self.num_workers,
-            collate_fn=collate_fn,
-        )
+            return ResumableLoader(self._train, batch_size=self.batch_size, sampler=sampler, generator=g,
+                                   num_workers=self.num_workers, collate_fn=collate_fn)
+        return ResumableLoader(self._train, batch_size=self.batch_size, shuffle=True, generator=g,
+                               num_workers=self.num_workers, collate_fn=collate_fn)
 
     def lengths(self) -> list[int]:
         """Padded length that each training sample imposes on its batch (decoder: prompt + label tokens)."""

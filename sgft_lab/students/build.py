@@ -213,7 +213,14 @@ def _add_adapter(model, cfg: StudentConfig):
         target_modules=list(cfg.lora_target_modules),
         task_type=TaskType.CAUSAL_LM if cfg.family is Family.decoder else TaskType.SEQ_2_SEQ_LM,
     )
-    return get_peft_model(model, lora)
+    import torch
+
+    # The adapter's random init is drawn from the run's seed alone, not from whatever was drawn before: a rerun
+    # loads the tiny student's saved base init instead of drawing it, and must still get the same adapter.
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(torch.initial_seed())
+        return get_peft_model(model, lora)
 
 
 def build_student(cfg: StudentConfig, corpus: list[str] | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from sgft_lab.config import Adapter, TrainerConfig, to_plain
 from sgft_lab.students.build import Student
@@ -83,6 +84,13 @@ class StudentModule(pl.LightningModule):
 
     For LoRA/QLoRA students, checkpoints hold only the trainable (adapter) tensors and load non-strictly, so a
     checkpoint is the size of the adapter, not of the base model.
+
+    Logged: ``train_loss_step`` every ``log_every_n_steps`` optimizer steps and ``train_loss_epoch`` (the
+    batch-size-weighted mean, as Lightning's ``on_epoch`` computes it). Both are kept exact across a resume:
+    the step row is written to the loggers inside the step (Lightning writes its step rows only after
+    ``on_train_batch_end``, where a step checkpoint is saved, so a kill in between would lose the row), and the
+    epoch's running sum travels in the checkpoint (Lightning's own aggregate does not: after a mid-epoch resume
+    it would average only the remaining batches).
     """
 
     def __init__(self, student: Student, trainer_cfg: TrainerConfig):
@@ -116,6 +124,7 @@ class StudentModule(pl.LightningModule):
             target = self.parts[0] if self.parts is not None else self.model
             self._compiled["forward"] = torch.compile(target, **kw)
         self.save_hyperparameters({"student": to_plain(student.cfg), "trainer": to_plain(trainer_cfg)})
+        self._epoch_loss: tuple[Any, Any] | None = None  # (sum of loss * batch size, samples) this epoch
 
     @property
     def uses_chunked_loss(self) -> bool:
@@ -138,11 +147,47 @@ class StudentModule(pl.LightningModule):
         # Lightning keeps the mode modules arrive in; a student that was evaluated before fit must train.
         self.model.train()
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss = None  # not called when a fit resumes mid-epoch: the restored sum goes on
+
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         loss = self._loss(batch)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=batch["input_ids"].shape[0])
+        n = batch["input_ids"].shape[0]
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
+        # Lightning's mean reduction, in the same dtypes and order: sum(loss * n) in float32 / sum(n).
+        total, count = self._epoch_loss if self._epoch_loss is not None else (torch.tensor(0.0), torch.tensor(0))
+        self._epoch_loss = (total.to(loss.device) + loss.detach().float() * n, count.to(loss.device) + n)
+        self._log_step(loss, batch_idx)
         return loss
+
+    def _log_step(self, loss, batch_idx: int) -> None:
+        """The step row Lightning would log after this step (same step number, same condition), written now."""
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches
+        steps = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 >= trainer.num_training_batches
+        if not steps or (self.global_step + 1) % trainer.log_every_n_steps:
+            return
+        row = {"train_loss_step": loss.item(), "epoch": self.current_epoch}
+        for lg in self.loggers:
+            lg.log_metrics(row, step=self.global_step)  # the optimizer steps before this one, as Lightning's
+            lg.save()
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_loss is not None:
+            total, count = self._epoch_loss
+            self.log("train_loss_epoch", total / count, on_step=False, on_epoch=True, batch_size=1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.adapter_only:
+            keep = self.trainable_state_keys()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                        if clean_name(k) in keep}
+        if self._epoch_loss is not None:
+            checkpoint["sgft_lab_epoch_loss"] = [t.detach().cpu() for t in self._epoch_loss]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("sgft_lab_epoch_loss")
+        self._epoch_loss = None if state is None else (state[0], state[1])  # moved to the loss' device in use
 
     def configure_optimizers(self):
         from transformers import get_scheduler
@@ -166,12 +211,6 @@ class StudentModule(pl.LightningModule):
 
     def trainable_state_keys(self) -> set[str]:
         return {clean_name(n) for n, p in self.named_parameters() if p.requires_grad}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.adapter_only:
-            keep = self.trainable_state_keys()
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                        if clean_name(k) in keep}
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None,
                  batch_size: int | None = None, progress: bool = False) -> list[str]:

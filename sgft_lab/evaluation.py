@@ -189,7 +189,8 @@ def make_callback(eval_sets: dict[str, Sequence[Example]], spec: EvalSpec, paths
                                      epoch=epoch)
                 rows += split_rows
                 scores[split] = accuracy(split_rows)
-                pl_module.log(f"{split}_accuracy", scores[split], on_epoch=True, rank_zero_only=True)
+                pl_module.log(f"{split}_accuracy", scores[split], on_epoch=True, rank_zero_only=True,
+                              prog_bar=True)  # the epoch bar shows the last val / test accuracy
             if keep_best and "val" in scores and (best is None or scores["val"] > best):
                 pl_module.student.save_trainable(paths.best_weights)  # before the predictions: a kill
             if stop_in is not None and int(stop_in) == epoch:

@@ -77,7 +77,7 @@ class Student:
             raise CheckpointError(f"{path}: the stage's trained weights are missing; delete the stage's folder "
                                   "to retrain it")
         try:
-            state = torch.load(path, map_location="cpu")
+            state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only
         except Exception as e:  # a truncated or foreign file
             raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}); delete it to retrain") from None
         result = self.model.load_state_dict(state, strict=False)

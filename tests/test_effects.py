@@ -1,0 +1,67 @@
+"""The effects presets (conf/experiment/effects/, experiments/effects/README.md): each is a 3-seed embedded
+sweep sized for a 2-core CPU, sweeps the axis its effect is about, and runs end to end (tiny sizes here)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY, results_of, run_sgft
+from test_experiments import compose, sweep_jobs
+
+from sgft_lab.config import validate
+
+from test_experiments import CONF
+
+EFFECTS = sorted(p.stem for p in (CONF / "experiment" / "effects").glob("*.yaml"))
+AXES = {  # what each effect varies, besides the seed
+    "ft_cot_difficulty": {"method": {"fine_tune_cot", "vanilla_ft"}, "benchmark.difficulty": {"2", "3", "4"}},
+    "diverse_reasoning": {"method.diverse_samples": {"1", "2", "4", "8"}},
+    "fdd": {"method.feedback": {"True", "False"}},
+}
+
+
+def test_the_four_effects_have_presets():
+    assert {"ft_cot_difficulty", "diverse_reasoning", "fdd", "sgft"} <= set(EFFECTS)
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+def test_effect_preset_is_a_three_seed_embedded_sweep_that_fits_two_cores(name):
+    hc = compose([f"+experiment=effects/{name}"], hydra_cfg=True)
+    jobs = [dict(a.split("=", 1) for a in j) for j in sweep_jobs(hc)]
+    assert {j["seed"] for j in jobs} == {"0", "1", "2"}
+    axes = {k: {j[k] for j in jobs} for k in jobs[0] if k != "seed"}
+    if name in AXES:
+        assert axes == AXES[name]
+    assert len(jobs) == 3 * len({tuple(sorted((k, j[k]) for k in j if k != "seed")) for j in jobs})
+    # Two processes of one thread each: no more than the machine's two cores.
+    n_jobs = hc.hydra.launcher.get("n_jobs", 1)
+    for job in jobs:
+        cfg = validate(compose([f"+experiment=effects/{name}", *(f"{k}={v}" for k, v in job.items())],
+                               hydra_cfg=True))
+        assert cfg.benchmark.source == "embedded" and cfg.teacher.name == "reference"
+        assert cfg.tier is None and cfg.trainer.accelerator == "cpu"
+        assert n_jobs * cfg.trainer.threads <= 2
+
+
+SMOKE = {  # (command-line overrides that shrink the sweep, the systems its results must hold)
+    "ft_cot_difficulty": (["benchmark.difficulty=3", "seed=0"], {("student", "fine_tune_cot"),
+                                                                 ("student", "vanilla_ft")}),
+    "diverse_reasoning": (["method.diverse_samples=1,2", "seed=0"], {("student", "diverse_reasoning")}),
+    "fdd": (["seed=0", "method.rounds=1", "method.max_new_per_round=8", "method.epochs_per_round=1"],
+            {("student", "fdd_pot"), ("no_feedback", "fdd_pot")}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
+    over, systems = SMOKE[name]
+    run_sgft(["-m", f"+experiment=effects/{name}", "hydra.launcher.n_jobs=1", *TINY, *over], tmp_path)
+    results = results_of(tmp_path / "outputs")
+    assert {(e["system"], r["run"]["method"]) for r in results for e in r["entries"]
+            if e["split"] == "test" and e.get("benchmark") is None} == systems
+    if name == "diverse_reasoning":
+        assert sorted(r["data"]["rationales_per_question"] for r in results) == [1, 2]
+    if name == "fdd":  # round 0 and the feedback round, in domain and on the OOD stand-ins, for both systems
+        for r in results:
+            test = [e for e in r["entries"] if e["split"] == "test"]
+            assert {e["round"] for e in test} == {0, 1}
+            assert {e["benchmark"] for e in test} >= {None, "embedded_arithmetic_deeper"}

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import TINY, results_of, run_sgft
-from test_experiments import compose, sweep_jobs
+from test_experiments import CONF, compose, sweep_jobs
 
 from sgft_lab.config import validate
-
-from test_experiments import CONF
 
 EFFECTS = sorted(p.stem for p in (CONF / "experiment" / "effects").glob("*.yaml"))
 AXES = {  # what each effect varies, besides the seed
@@ -65,3 +63,53 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
             test = [e for e in r["entries"] if e["split"] == "test"]
             assert {e["round"] for e in test} == {0, 1}
             assert {e["benchmark"] for e in test} >= {None, "embedded_arithmetic_deeper"}
+
+
+# --- the effects' comparisons (sgft_lab/report/effects.py) ---------------------------------------------------
+def _entry(method="fine_tune_cot", system="student", acc=0.5, seed=0, **kw):
+    from sgft_lab.report.collect import Entry
+
+    return Entry(method=method, student="tiny", benchmark=kw.pop("benchmark", "embedded_arithmetic"), seed=seed,
+                 accuracy=acc, n=100, system=system, **kw)
+
+
+def test_difficulty_effect_pairs_methods_at_each_difficulty():
+    from sgft_lab.report.effects import ft_cot_difficulty
+
+    es = [_entry("fine_tune_cot", acc=0.9 + 0.01 * s, seed=s, by=(4,)) for s in range(3)]
+    es += [_entry("vanilla_ft", acc=0.5, seed=s, by=(4,)) for s in range(3)]
+    es += [_entry("vanilla_ft", acc=0.9, seed=s, by=(2,)) for s in range(3)]  # no Fine-tune-CoT at 2: no row
+    (c,) = ft_cot_difficulty(es)
+    d, lo, hi = c.diff()
+    assert c.label.startswith("difficulty 4") and d == pytest.approx(0.41) and 0.3 < lo < d < hi < 0.5
+
+
+def test_diverse_effect_compares_each_d_with_one():
+    from sgft_lab.report.effects import diverse_reasoning
+
+    es = [_entry(acc=a, seed=s, D=d) for d, a in ((1, 0.1), (2, 0.2), (8, 0.4)) for s in range(3)]
+    assert [(c.label, round(c.diff()[0], 3)) for c in diverse_reasoning(es)] == [("D=2 - D=1", 0.1),
+                                                                                  ("D=8 - D=1", 0.3)]
+
+
+def test_fdd_effect_compares_the_same_round_in_domain_first_then_ood():
+    from sgft_lab.report.effects import fdd
+
+    es = [_entry("fdd", system=s, acc=a, round=r, seed=0, benchmark=b)
+          for b in ("embedded_arithmetic", "embedded_arithmetic_deeper") for r in (0, 1)
+          for s, a in (("student", 0.3 + 0.1 * r), ("no_feedback", 0.3))]
+    comps = fdd(es)
+    assert [c.label for c in comps] == [
+        "embedded_arithmetic round 0: FDD - control", "embedded_arithmetic round 1: FDD - control",
+        "embedded_arithmetic_deeper round 0: FDD - control", "embedded_arithmetic_deeper round 1: FDD - control"]
+    assert round(comps[1].diff()[0], 3) == 0.1
+
+
+def test_sgft_effect_compares_guidance_with_the_best_alone_baseline():
+    from sgft_lab.report.effects import sgft
+
+    es = [_entry("sgft", system=s, acc=a, seed=k) for k in range(3)
+          for s, a in (("student", 0.6), ("response_zero_shot", 0.2), ("response_zero_shot_cot", 0.3),
+                       ("transfer_student", 0.5), ("transfer_response_zero_shot", 0.1))]
+    assert [(c.label, round(c.diff()[0], 3)) for c in sgft(es)] == [
+        ("student - response_zero_shot_cot", 0.3), ("transfer_student - transfer_response_zero_shot", 0.4)]

@@ -185,6 +185,26 @@ def test_bootstrap_is_seeded_and_sensible():
     assert 0.2 <= lo < 0.4 < hi <= 0.6
 
 
+def test_difference_interval_is_the_effect_with_its_uncertainty():
+    import numpy as np
+
+    from sgft_lab.report import bootstrap_diff_ci
+
+    d, lo, hi = bootstrap_diff_ci([0.9, 0.8, 0.85], [100] * 3, [0.5, 0.45, 0.55], [100] * 3,
+                                  rng=np.random.default_rng(0))
+    assert d == pytest.approx(0.35) and 0.2 < lo < d < hi < 0.5
+    # the sign follows the order of the arms; equal arms straddle zero
+    neg = bootstrap_diff_ci([0.5, 0.45, 0.55], [100] * 3, [0.9, 0.8, 0.85], [100] * 3,
+                            rng=np.random.default_rng(0))
+    assert neg[0] == pytest.approx(-0.35) and neg[2] < 0
+    same = bootstrap_diff_ci([0.5] * 3, [100] * 3, [0.5] * 3, [100] * 3, rng=np.random.default_rng(0))
+    assert same[1] < 0 < same[2]
+    # more test questions: a narrower interval
+    small = bootstrap_diff_ci([0.6], [30], [0.4], [30], rng=np.random.default_rng(0))
+    big = bootstrap_diff_ci([0.6], [3000], [0.4], [3000], rng=np.random.default_rng(0))
+    assert big[2] - big[1] < (small[2] - small[1]) / 5
+
+
 # --- collecting and aggregating the fixture -----------------------------------------------------------------
 def _raw(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]

@@ -11,7 +11,7 @@ measured cell is matched with its published counterpart or a marked stand-in.
 
 from .collect import SELECTIONS, Entry, Run, entries, find_results, load_runs
 from .paper import PaperCell, PaperNumbers
-from .table import Cell, Row, Table, bootstrap_ci, build_table, to_csv, to_latex, to_markdown
+from .table import Cell, Row, Table, bootstrap_ci, bootstrap_diff_ci, build_table, to_csv, to_latex, to_markdown
 
 
 def frame(items):
@@ -36,6 +36,7 @@ __all__ = [
     "Run",
     "Table",
     "bootstrap_ci",
+    "bootstrap_diff_ci",
     "build_table",
     "entries",
     "find_results",

@@ -29,6 +29,7 @@ METHOD_ORDER = (
     "vanilla_ft",
     "fine_tune_cot",
     "diverse_reasoning",
+    "dss",
 )
 
 
@@ -118,6 +119,33 @@ def bootstrap_ci(
     a = (1 - level) / 2
     lo, hi = np.quantile(means, [a, 1 - a])
     return float(lo), float(hi)
+
+
+def bootstrap_diff_ci(
+    a: Sequence[float], a_ns: Sequence[int | None], b: Sequence[float], b_ns: Sequence[int | None], *,
+    n_boot: int = 2000, rng=None, level: float = 0.95,
+) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` and its percentile interval, each arm resampled as :func:`bootstrap_ci` does
+    (seeds, then each seed's test questions), independently: an effect's size with its uncertainty."""
+    import numpy as np
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+
+    def draws(values, ns):
+        v = np.asarray(values, dtype=float)
+        if v.size == 0:
+            raise ValueError("bootstrap_diff_ci: an arm has no values")
+        idx = rng.integers(0, v.size, size=(n_boot, v.size))
+        p = v[idx]
+        if all(n is not None and n > 0 for n in ns):
+            n = np.asarray(ns, dtype=np.int64)[idx]
+            p = rng.binomial(n, np.clip(p, 0.0, 1.0)) / n
+        return p.mean(axis=1)
+
+    d = draws(a, a_ns) - draws(b, b_ns)
+    q = (1 - level) / 2
+    lo, hi = np.quantile(d, [q, 1 - q])
+    return float(np.mean(a) - np.mean(b)), float(lo), float(hi)
 
 
 def build_table(

@@ -56,6 +56,20 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
     results = results_of(tmp_path / "outputs")
     assert {(e["system"], r["run"]["method"]) for r in results for e in r["entries"]
             if e["split"] == "test" and e.get("benchmark") is None} == systems
+    if name == "ft_cot_difficulty":  # the effects notebook draws the figure from this sweep
+        import os
+        import subprocess
+        import sys
+
+        from conftest import REPO
+
+        env = dict(os.environ, SGFT_LAB_RESULTS=str(tmp_path / "outputs"), SGFT_LAB_FIGURES=str(tmp_path / "fig"),
+                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        p = subprocess.run([sys.executable, str(REPO / "notebooks" / "effects_figures.py")], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "| difficulty 3: fine_tune_cot - vanilla_ft |" in p.stdout
+        assert (tmp_path / "fig" / "effects_ft_cot_difficulty.png").read_bytes()[:4] == b"\x89PNG"
     if name == "diverse_reasoning":
         assert sorted(r["data"]["rationales_per_question"] for r in results) == [1, 2]
     if name == "fdd":  # round 0 and the feedback round, in domain and on the OOD stand-ins, for both systems

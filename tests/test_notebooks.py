@@ -15,6 +15,7 @@ FIGURES = {
     "fine_tune_cot_figures.py": ["accuracy_vs_student_size.png", "accuracy_vs_D.png"],
     "sgft_figures.py": ["sgft_grid_heatmap.png", "sgft_systems.png"],
     "fdd_figures.py": ["fdd_accuracy_per_round.png", "fdd_dataset_per_round.png"],
+    "effects_figures.py": [],  # the fixture holds no effects sweep: tests/test_effects.py runs it on one
 }
 
 

@@ -37,6 +37,13 @@ RESULTS = os.environ.get("SGFT_LAB_RESULTS", "outputs/multirun").split(os.pathse
 FIGURES = Path(os.environ.get("SGFT_LAB_FIGURES", "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 found = effect_comparisons(RESULTS)
+print(f"effect presets found under {RESULTS}: {sorted(found) or 'none'}")
+
+# %% [markdown]
+# ## The rows of experiments/effects/README.md
+# Each comparison: arm A and arm B (mean over seeds, 95% interval) and A - B with its interval.
+
+# %%
 print(to_markdown(found))
 
 # %% [markdown]

@@ -42,6 +42,7 @@ PREFIXES: dict[str, str | None] = {
     "ft_cot_token": "-->",
     "ft_cot_natural": "Therefore, the answer is",  # comma kept although training labels lack it (quirk)
     "fs_cot": "The answer is",
+    "dss_predict": None,  # Distilling Step-by-Step's label task (ours, not in the official code): as ft_token
 }
 TEMPLATES = tuple(PREFIXES)
 

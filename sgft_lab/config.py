@@ -513,6 +513,21 @@ class FDDPoTConfig(FDDConfig):
     rationale: str = setting("pot", choices=("pot", "mixed"))
 
 
+@dataclass
+class DSSConfig(RationaleSettings, MethodConfig):
+    """Distilling Step-by-Step (Hsieh et al. 2023; methods.md 5): one student, two tasks -- ``predict:`` ->
+    gold answer (every training question) and ``explain:`` -> teacher rationale (Fine-tune-CoT's filtered
+    ones) -- trained on ``alpha * label loss + (1 - alpha) * rationale loss``; only ``predict:`` at inference."""
+
+    name: str = "dss"
+    template: str = setting("dss_predict", choices=("dss_predict",))  # the evaluated (label) task
+    alpha: float = setting(0.5, ge=0, le=1)  # the label task's weight (the paper's recommended 0.5)
+    only_correct: bool = True  # Fine-tune-CoT's correctness filter on the rationales (false: every rationale)
+
+    def uses_teacher(self) -> bool:
+        return True
+
+
 METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
     "fine_tune_cot": FineTuneCoTConfig,
     "diverse_reasoning": DiverseReasoningConfig,
@@ -523,6 +538,7 @@ METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
     "sgft": SGFTConfig,
     "fdd": FDDConfig,
     "fdd_pot": FDDPoTConfig,
+    "dss": DSSConfig,
 }
 
 

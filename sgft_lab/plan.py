@@ -98,6 +98,8 @@ def teacher_stages(cfg, splits) -> list[PlannedStage]:
     m = cfg.method
     if m.name in ("fine_tune_cot", "diverse_reasoning"):
         return zs_cot_stages(m, splits.train, m.diverse_samples, m.rationale_temperature())
+    if m.name == "dss":  # Fine-tune-CoT's teacher stage, one greedy rationale per question
+        return zs_cot_stages(m, splits.train, 1, 0.0)
     if m.name == "sgft":
         return sgft_stages(cfg, splits)
     if m.name in ("fdd", "fdd_pot"):

@@ -1,7 +1,8 @@
 """Teacher rationales, the correctness filter, and the CoT training pairs built from them.
 
 One implementation for every method that distils zero-shot-CoT rationales: Fine-tune-CoT (and diverse
-reasoning), SGFT's CoT fine-tuning baseline, FDD's CoT rounds and its labelling of new problems.
+reasoning), Distilling Step-by-Step, SGFT's CoT fine-tuning baseline, FDD's CoT rounds and its labelling of new
+problems.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ def correctness_filter(samples: Sequence[TeacherSample]) -> tuple[list[TeacherSa
     return kept, report
 
 
-def cot_pairs(samples: Sequence[TeacherSample], template: str, family: str) -> list[Pair]:
-    """Student samples ``question -> rationale + gold answer`` (methods.md 2.4: never the teacher's answer)."""
+def cot_pairs(samples: Sequence[TeacherSample], template: str, family: str, task: int = 0) -> list[Pair]:
+    """Student samples ``question -> rationale + gold answer`` (methods.md 2.4: never the teacher's answer);
+    ``dss_explain``: ``question -> rationale``. ``task``: the pairs' task id (multi-task students)."""
     return [Pair(student_input(template, s.question, family),
                  student_label(template, s.answer, family, rationale=s.reasoning_completion),
-                 s.example_id, f"teacher:{s.sample_index}") for s in samples]
+                 s.example_id, f"teacher:{s.sample_index}", task) for s in samples]
 
 
-def gold_pairs(examples: Sequence[Example], template: str, family: str) -> list[Pair]:
-    """Student samples ``question -> gold answer`` (vanilla fine-tuning, ``ft_token``)."""
+def gold_pairs(examples: Sequence[Example], template: str, family: str, task: int = 0) -> list[Pair]:
+    """Student samples ``question -> gold answer`` (vanilla fine-tuning, ``ft_token``; ``dss_predict``)."""
     return [Pair(student_input(template, ex.question, family), student_label(template, ex.answer, family),
-                 ex.id, "gold") for ex in examples]
+                 ex.id, "gold", task) for ex in examples]

@@ -485,7 +485,8 @@ def sample_recorder(paths: RunPaths):
 
 def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, Sequence[Example]],
         spec: EvalSpec | None, paths: RunPaths, *, loggers: Sequence | None = None, datamodule=None,
-        callbacks: Sequence = (), keep_best: bool = False) -> FitOutcome:
+        callbacks: Sequence = (), keep_best: bool = False,
+        task_weights: Sequence[float] | None = None) -> FitOutcome:
     """Train ``student`` on ``train_pairs``; evaluate on ``eval_sets`` as ``spec`` says (its prompts and its
     scorer) after every ``trainer.eval_every_n_epochs``-th epoch and the last; no eval sets, no evaluation.
 
@@ -493,8 +494,9 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
     ``paths``: the stage's folder (checkpoints, predictions, metrics.csv). ``loggers``: the stage's Lightning
     loggers (``RunContext.fit_loggers``; default: a CSV log in ``paths``). ``datamodule`` replaces the default
     CoTDataModule over ``train_pairs``. ``callbacks``: extra Lightning callbacks (e.g. SGFT's LISA layer
-    sampling, students/lisa.py). Under several processes every rank returns; ``FitOutcome.is_global_zero``
-    tells the one that should write.
+    sampling, students/lisa.py). ``task_weights``: a multi-task student's loss weights, one per ``Pair.task``
+    (StudentModule; None: the plain loss). Under several processes every rank returns;
+    ``FitOutcome.is_global_zero`` tells the one that should write.
     """
     import lightning.pytorch as pl
     import torch
@@ -522,7 +524,7 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
         num_workers=tc.num_workers, seed=cfg.seed, group_by_length=tc.group_by_length)
     if isinstance(dm, CoTDataModule) and dm.group_by_length is None:
         dm.group_by_length = tc.group_by_length
-    module = StudentModule(student, tc)
+    module = StudentModule(student, tc, task_weights=task_weights)
     monitor = throughput_callback(student.family)
     resume = resume_callback()
     callbacks = [monitor, *callbacks]
@@ -581,7 +583,8 @@ def fit(cfg: Config, student, train_pairs: Sequence[Pair], eval_sets: dict[str, 
 def train_and_evaluate(ctx, student, pairs: Sequence[Pair], paths: RunPaths, spec: EvalSpec, *,
                        cfg: Config | None = None, protocol: str | None = None, select_on: Sequence | None = None,
                        stage: str | None = None, system: str = "student", round: int | None = None,
-                       datamodule=None, callbacks: Sequence = ()) -> dict:
+                       datamodule=None, callbacks: Sequence = (), task_weights: Sequence[float] | None = None
+                       ) -> dict:
     """Fine-tune ``student`` on ``pairs`` and evaluate it as the protocol says; record the result entries.
 
     paper: the test split after every evaluated epoch; the final and the best test epoch are reported (the
@@ -590,7 +593,8 @@ def train_and_evaluate(ctx, student, pairs: Sequence[Pair], paths: RunPaths, spe
       round's data) after every evaluated epoch, the best epoch's weights kept (checkpoints/best.pt), then the
       test split read once with them (predictions/test.jsonl). The student ends holding those weights.
 
-    Returns ``{"history", "metrics", "outcome"}``; ``cfg`` replaces the run's config (a stage's own trainer).
+    Returns ``{"history", "metrics", "outcome"}``; ``cfg`` replaces the run's config (a stage's own trainer);
+    ``task_weights``: a multi-task student's loss weights (``fit``).
     """
     from .errors import DataError
     from .evaluation import accuracy, epoch_history, predict, strict_accuracy, summarize
@@ -609,7 +613,8 @@ def train_and_evaluate(ctx, student, pairs: Sequence[Pair], paths: RunPaths, spe
                             f"{cfg.benchmark.name}'s is empty (benchmark.val_fraction / benchmark.n_val)")
         eval_sets = {"val": val}
     outcome = fit(cfg, student, pairs, eval_sets, spec, paths, loggers=ctx.fit_loggers(paths, stage),
-                  datamodule=datamodule, callbacks=callbacks, keep_best=protocol != "paper")
+                  datamodule=datamodule, callbacks=callbacks, keep_best=protocol != "paper",
+                  task_weights=task_weights)
     history = epoch_history(paths)
     common = {"system": system, "round": round, "metric": spec.metric, "protocol": protocol}
     if protocol == "paper":

@@ -6,7 +6,8 @@ Evaluation is generation-based (evaluation.py), so val/test are held as Examples
 
 The training loader is a :class:`ResumableLoader`: a run resumed from a mid-epoch checkpoint trains on the
 batches an uninterrupted run would have trained on next. Every batch carries ``sample_index`` (positions in
-``train_pairs``), which the model ignores and debug records read (training.sample_recorder).
+``train_pairs``), which the model ignores and debug records read (training.sample_recorder), and ``task`` (each
+pair's ``Pair.task``), which only a multi-task student's loss reads (StudentModule ``task_weights``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ class _Encoded(torch.utils.data.Dataset):
 
 
 def _with_index(collate_fn, items: list[dict]) -> dict:
-    """``collate_fn``'s batch plus ``sample_index``: which training samples it holds."""
+    """``collate_fn``'s batch plus ``sample_index`` (which training samples it holds) and ``task`` (each
+    sample's task: Pair.task, 0 for single-task methods)."""
     batch = collate_fn(items)
     batch["sample_index"] = torch.tensor([x["sample_index"] for x in items], dtype=torch.long)
+    batch["task"] = torch.tensor([x.get("task", 0) for x in items], dtype=torch.long)
     return batch
 
 
@@ -200,8 +203,8 @@ class CoTDataModule(pl.LightningDataModule):
 
         cfg = self.student.cfg
         self._train = _Encoded([
-            encode_pair(self.student.tokenizer, self.student.family, p.input, p.label,
-                        cfg.max_input_tokens, cfg.max_label_tokens, chat=self.student.chat)
+            {**encode_pair(self.student.tokenizer, self.student.family, p.input, p.label,
+                           cfg.max_input_tokens, cfg.max_label_tokens, chat=self.student.chat), "task": p.task}
             for p in self.train_pairs
         ])
 

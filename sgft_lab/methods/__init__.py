@@ -23,6 +23,7 @@ METHODS = {
     "zero_shot": "sgft_lab.methods.baselines",
     "zero_shot_cot": "sgft_lab.methods.baselines",
     "few_shot_cot": "sgft_lab.methods.baselines",
+    "dss": "sgft_lab.methods.dss",
 }
 
 

@@ -57,11 +57,12 @@ def _chunk_ce(x, y, head):
 
 
 def chunked_causal_lm_loss(model, input_ids, attention_mask, labels, chunk_size: int = 4096,
-                           inner_fn: Callable | None = None):
+                           inner_fn: Callable | None = None, task=None, task_weights=None):
     """Mean cross-entropy over the label tokens (``labels != -100``, shifted by one as in transformers).
 
     ``inner_fn``: replaces the base model call (e.g. its ``torch.compile``d form). Raises ValueError for a
-    model ``decoder_parts`` does not cover.
+    model ``decoder_parts`` does not cover. ``task`` (one task id per row) with ``task_weights``: the
+    multi-task loss of :func:`task_weighted_loss` instead, from the same hidden states.
     """
     import torch
     from torch.utils.checkpoint import checkpoint
@@ -84,11 +85,49 @@ def chunked_causal_lm_loss(model, input_ids, attention_mask, labels, chunk_size:
     if n == 0:  # transformers returns nan here; a zero that keeps the graph is kinder to a training loop
         return hidden.sum() * 0.0
     vocab = head.weight.shape[0] if hasattr(head, "weight") else unwrap(model).config.vocab_size
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for s in range(0, n, chunk_size):
-        xs, ys = x[s:s + chunk_size], y[s:s + chunk_size]
-        if torch.is_grad_enabled() and xs.shape[0] * vocab >= _CHECKPOINT_MIN_ENTRIES:
-            total = total + checkpoint(_chunk_ce, xs, ys, head, use_reentrant=False)
-        else:
-            total = total + _chunk_ce(xs, ys, head)
-    return total / n
+
+    def ce_sum(x, y):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, y.numel(), chunk_size):
+            xs, ys = x[s:s + chunk_size], y[s:s + chunk_size]
+            if torch.is_grad_enabled() and xs.shape[0] * vocab >= _CHECKPOINT_MIN_ENTRIES:
+                total = total + checkpoint(_chunk_ce, xs, ys, head, use_reentrant=False)
+            else:
+                total = total + _chunk_ce(xs, ys, head)
+        return total
+
+    if task_weights is None:
+        return ce_sum(x, y) / n
+    row_task = task.to(labels.device)[:, None].expand_as(target)[keep]  # each label token's task
+    loss = hidden.sum() * 0.0
+    for k, w in enumerate(task_weights):
+        mine = row_task == k
+        m = int(mine.sum())
+        if m and w:
+            loss = loss + w * (ce_sum(x[mine], y[mine]) / m)
+    return loss
+
+
+def task_weighted_loss(logits, labels, task, task_weights, shift: bool):
+    """The multi-task loss of Distilling Step-by-Step (Hsieh et al. 2023, ``TaskPrefixTrainer``):
+    ``sum_k task_weights[k] * CE_k``, where ``CE_k`` is the mean cross-entropy over the label tokens of the
+    batch's rows of task ``k`` (``task``: one id per row) -- the loss the model itself would give on those rows
+    alone. With two tasks and weights ``(alpha, 1 - alpha)``: ``alpha * label loss + (1 - alpha) * rationale
+    loss``. A task with no row in the batch adds nothing (its term is zero, not re-weighted: each task keeps
+    its weight whatever the batch's mix). ``shift``: decoders predict token t+1 at position t (labels shifted
+    by one, as transformers does); encoder-decoders' logits line up with their labels."""
+    import torch.nn.functional as F
+
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                ignore_index=IGNORE_INDEX, reduction="none").view(labels.shape)
+    counted = labels != IGNORE_INDEX
+    row_task = task.to(labels.device)[:, None].expand_as(labels)
+    loss = logits.sum() * 0.0  # keeps the graph when no weighted task has a token here
+    for k, w in enumerate(task_weights):
+        mine = counted & (row_task == k)
+        m = int(mine.sum())
+        if m and w:
+            loss = loss + w * (per_token[mine].sum() / m)
+    return loss

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -81,6 +82,9 @@ class StudentModule(pl.LightningModule):
     head and cross-entropy run in chunks over the label positions only (``loss.chunked_causal_lm_loss``: the
     same loss and gradients, no full fp32 logits); otherwise the model's own loss. Options from the trainer
     config: gradient checkpointing, ``torch.compile`` of the forward, the optimizer and the schedule.
+    ``task_weights`` (multi-task students, Distilling Step-by-Step): the loss is instead the weighted sum of
+    each task's mean label-token cross-entropy, the rows told apart by the batch's ``task``
+    (``loss.task_weighted_loss``); unset, the loss above is untouched.
 
     For LoRA/QLoRA students, checkpoints hold only the trainable (adapter) tensors and load non-strictly, so a
     checkpoint is the size of the adapter, not of the base model.
@@ -93,7 +97,7 @@ class StudentModule(pl.LightningModule):
     it would average only the remaining batches).
     """
 
-    def __init__(self, student: Student, trainer_cfg: TrainerConfig):
+    def __init__(self, student: Student, trainer_cfg: TrainerConfig, task_weights: Sequence[float] | None = None):
         super().__init__()
         from sgft_lab.students.loss import decoder_parts
 
@@ -123,7 +127,14 @@ class StudentModule(pl.LightningModule):
                 kw["mode"] = trainer_cfg.compile_mode
             target = self.parts[0] if self.parts is not None else self.model
             self._compiled["forward"] = torch.compile(target, **kw)
-        self.save_hyperparameters({"student": to_plain(student.cfg), "trainer": to_plain(trainer_cfg)})
+        # Multi-task students (Distilling Step-by-Step): one weight per task id of the batches' ``task``.
+        self.task_weights = None if task_weights is None else tuple(float(w) for w in task_weights)
+        if self.task_weights is not None and (not self.task_weights or min(self.task_weights) < 0):
+            raise ValueError(f"task_weights must be non-negative weights, one per task, got {task_weights!r}")
+        hparams = {"student": to_plain(student.cfg), "trainer": to_plain(trainer_cfg)}
+        if self.task_weights is not None:
+            hparams["task_weights"] = list(self.task_weights)
+        self.save_hyperparameters(hparams)
         self._epoch_loss: tuple[Any, Any] | None = None  # (sum of loss * batch size, samples) this epoch
 
     @property
@@ -134,6 +145,8 @@ class StudentModule(pl.LightningModule):
         return self.model(**batch)
 
     def _loss(self, batch: dict[str, Any]):
+        if self.task_weights is not None:
+            return self._task_weighted_loss(batch)
         if self.parts is not None:
             from sgft_lab.students.loss import chunked_causal_lm_loss
 
@@ -142,6 +155,31 @@ class StudentModule(pl.LightningModule):
                                           inner_fn=self._compiled.get("forward"))
         model = self._compiled.get("forward", self.model)
         return model(**{k: v for k, v in batch.items() if k in MODEL_KEYS}).loss
+
+    def _task_weighted_loss(self, batch: dict[str, Any]):
+        """``sum_k task_weights[k] * (mean CE over the label tokens of the task-k rows)`` (loss.task_weighted_loss);
+        through the chunked LM head when the plain loss would use it."""
+        from sgft_lab.students.loss import chunked_causal_lm_loss, task_weighted_loss
+
+        if "task" not in batch:
+            raise ValueError("StudentModule: task_weights are set but the batch has no 'task' "
+                             "(CoTDataModule batches carry each pair's task)")
+        task = batch["task"]
+        if int(task.max()) >= len(self.task_weights) or int(task.min()) < 0:
+            raise ValueError(f"StudentModule: a batch holds task {int(task.max())}, but task_weights has "
+                             f"{len(self.task_weights)} weights")
+        if self.parts is not None:
+            return chunked_causal_lm_loss(self.model, batch["input_ids"], batch["attention_mask"],
+                                          batch["labels"], self.trainer_cfg.loss_chunk_size,
+                                          inner_fn=self._compiled.get("forward"), task=task,
+                                          task_weights=self.task_weights)
+        model = self._compiled.get("forward", self.model)
+        inputs = {k: v for k, v in batch.items() if k in MODEL_KEYS}
+        encoder_decoder = self.student.family == "encoder_decoder"
+        if not encoder_decoder:  # a decoder needs no labels for its logits (and computes no loss then)
+            inputs.pop("labels")
+        logits = model(**inputs).logits  # an encoder-decoder builds its decoder inputs from the labels
+        return task_weighted_loss(logits, batch["labels"], task, self.task_weights, shift=not encoder_decoder)
 
     def on_fit_start(self) -> None:
         # Lightning keeps the mode modules arrive in; a student that was evaluated before fit must train.

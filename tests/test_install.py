@@ -186,3 +186,12 @@ def test_installed_copy_runs_the_default_tiny(installed: Installed):
         "fine_tune_cot", "embedded_arithmetic", "tiny")
     assert r["teacher"]["calls"] == 2 * 48 and r["entries"]  # stage 1 + stage 2 for the 48 TINY questions
     assert str(installed.root / "outputs" / "runs") in r["run"]["run_dir"]
+
+
+def test_installed_copy_runs_a_preset_that_lives_only_in_the_users_dir(installed: Installed, tmp_path: Path):
+    d = _user_dir(tmp_path)
+    installed.run("+experiment=mine", f"hydra.searchpath=['file://{d}']", *TINY, "trainer.max_epochs=1",
+                  "benchmark.n_train=16", timeout=600)
+    (res,) = [p for p in (installed.root / "outputs" / "runs").rglob("results.json") if "seed7" in str(p)]
+    r = json.loads(res.read_text())
+    assert (r["run"]["experiment"], r["run"]["seed"], r["data"]["n_train_questions"]) == ("mine", 7, 16)

@@ -162,7 +162,8 @@ class BenchmarkConfig:
     name: str = "embedded_arithmetic"
     task: str = "multiarith"  # Fine-tune-CoT scoring key used by answers.py
     source: str = setting("embedded", choices=("embedded", "local", "hub"))
-    generator: Optional[str] = setting("arithmetic", choices=("arithmetic", "coin_flip", "last_letters"))
+    generator: Optional[str] = setting("arithmetic", choices=("arithmetic", "coin_flip", "last_letters",
+                                                                        "word_problems"))
     difficulty: int = setting(2, ge=1)  # steps / flips / words
     n_train: int = setting(1000, ge=1)
     n_val: int = setting(100, ge=0)
@@ -431,6 +432,24 @@ class SGFTConfig(RationaleSettings, MethodConfig):
     answer_prefix: str = ANSWER_PREFIX  # scoring: first candidate after it, else the last (fs_cot rule)
     lisa: LISASettings = field(default_factory=LISASettings)
     response_pretrain: ResponsePretrain = field(default_factory=ResponsePretrain)
+    # The tiny response model's pre-training pool (embedded tier): the embedded generator it is drawn from
+    # (null: the benchmark's own) and that generator's number knobs ({}: the generator's defaults), e.g. plain
+    # `arithmetic` with the benchmark's bounds under embedded_word_problems (experiments/effects/sgft.md).
+    response_pool_generator: Optional[str] = None
+    response_pool_params: dict[str, int] = field(default_factory=dict)
+    # How the guided pre-training samples are worded (embedded tier): `same` as the pool, or `undirected`: each
+    # add / sub event says no direction ("Then the number of apples changes by 4."), so the response model
+    # learns to take the operation from the guidance (data/sg.py undirected_question).
+    response_guided_wording: str = setting("same", choices=("same", "undirected"))
+    # The seed of the tiny response models' pre-training (null: the run's seed). Fixed: one response model for
+    # every seed of a sweep, as the paper's off-the-shelf response model is (seeds then vary SG and guide).
+    response_seed: Optional[int] = None
+    eval_split: str = setting("test", choices=("test", "val"))  # which split step 4 and 5 read (val: tuning)
+    # A second response model that the same guide's SG is also given (a tiny one is pre-trained like
+    # `response`, with its seed + transfer_seed_offset): systems `transfer_student` (guided), `transfer_teacher_sg`
+    # and `transfer_response_{baseline}`. null: none. Set with student@method.transfer_response=PRESET.
+    transfer_response: Optional[StudentConfig] = None
+    transfer_seed_offset: int = 1000
     baselines: list[str] = setting(factory=lambda: list(SGFT_BASELINES), choices=SGFT_BASELINES)
     teacher_sg_on_test: Optional[bool] = None  # None: only with the reference teacher (free) | true | false
     cot_ft: bool = True  # the CoT fine-tuning baseline

@@ -101,6 +101,7 @@ def test_registry():
         "arithmetic": ("multiarith", "number"),
         "coin_flip": ("coin_flip", "yes_no"),
         "last_letters": ("last_letter_concatenation", "text"),
+        "word_problems": ("multiarith", "number"),
     }
 
 
@@ -237,9 +238,11 @@ def test_variant(generator):
             if generator == "arithmetic":
                 answer, ops, _, _ = solve_arithmetic(v.question)
                 assert (v.answer, ops) == (str(answer), d)
+            elif generator == "word_problems":  # arithmetic's trace in other words (the solver reads arithmetic's)
+                assert (v.answer, sum(bool(s["op"]) for s in v.trace)) == (str(v.trace[-1]["result"]), d)
             else:
                 assert SOLVERS[generator](v.question) == (v.answer, d)
-        if generator == "arithmetic":  # similar = the same step kinds with new entities and numbers
+        if generator in ("arithmetic", "word_problems"):  # similar = the same step kinds, new entities, numbers
             assert [s["kind"] for s in similar.trace] == [s["kind"] for s in e.trace]
             extra = Counter(s["kind"] for s in hard.trace) - Counter(s["kind"] for s in e.trace)
             assert sum(extra.values()) == 1 and set(extra) <= {"add", "sub"}
@@ -262,13 +265,13 @@ def test_rationale_sentences_right_and_corrupted(generator):
             text = " ".join(sents)
             assert ans == e.answer and rationale_answer(generator, text) == e.answer
             assert "Therefore, the answer is" not in text and "-->" not in text
-            if generator == "arithmetic":
+            if generator in ("arithmetic", "word_problems"):
                 assert _wrong_equations(text) == 0 and _EQ.search(text)
             for step in corruptible_steps(e.trace):
                 bad, bad_ans = rationale_sentences(e, phrasing, corrupt_step=step, rng=rng)
                 bad_text = " ".join(bad)
                 assert bad_ans != e.answer and rationale_answer(generator, bad_text) == bad_ans
-                if generator == "arithmetic":  # one wrong step, every later step computed from it honestly
+                if generator in ("arithmetic", "word_problems"):  # one wrong step, later steps computed honestly
                     assert _wrong_equations(bad_text) == 1
                     assert _EQ.findall(bad_text)[-1][3] == bad_ans
             wrong, wrong_ans = rationale_sentences(e, phrasing, rng=rng, wrong_final=True)

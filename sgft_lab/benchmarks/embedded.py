@@ -1,12 +1,15 @@
 """Embedded benchmarks: procedurally generated tasks worded like their public versions.
 
-Three generators, each writing a question, its gold answer and a structured solution ``trace`` (a list of
+Four generators, each writing a question, its gold answer and a structured solution ``trace`` (a list of
 step dicts) that the reference teacher turns into rationales:
 
 - ``arithmetic``: MultiArith-style word problems ("Tom has 5 apples. He buys 3 more apples. Then ...").
   difficulty = number of arithmetic operations. Scored with the ``multiarith`` key (exact string).
 - ``coin_flip``: Kojima et al.'s coin flip wording; difficulty = number of people.
 - ``last_letters``: Kojima et al.'s last letter concatenation wording; difficulty = number of words.
+- ``word_problems``: ``arithmetic``'s problems in another wording, some of whose verbs ``arithmetic`` uses for
+  the opposite operation ("his sister gives him 4 apples" adds), for SGFT's embedded effect: planning, not
+  arithmetic, is the hard part. Same knobs, trace and scoring as ``arithmetic``.
 
 Departures from the public tasks (our choice): MultiArith problems are human-written with numbers up to ~100;
 ours come from templates with operands <= 20 and every value in 0..60, so that a ~1M-parameter student trained
@@ -370,6 +373,80 @@ def gen_last_letters(
     return question, "".join(s["letter"] for s in trace), trace
 
 
+
+# --------------------------------------------------------------------------------------------------------
+# Word problems (SGFT's embedded task, experiments/effects/sgft.md): the arithmetic generator's problems, numbers
+# and traces, told in another wording, so that the difficulty is in mapping the wording to operations.
+
+# Events as (sentence, present, gerund): the sentence is the problem's own wording, its subject may be someone
+# else ("his sister gives him 4 apples": an addition); present / gerund retell it with the person as subject
+# for the teacher's rationales ("{He} {present}, so 13 + 4 = 17."). Per operation, half of the wordings reuse
+# a verb that the ``arithmetic`` generator uses for the other operation (gives / sells there subtract, gets /
+# buys add), half are verbs it never uses.
+WORD_ADD = (
+    ("{his} {rel} gives {him} {n} {obj}", "is given {n} {obj} by {his} {rel}",
+     "being given {n} {obj} by {his} {rel}"),
+    ("{his} {rel} sells {him} {n} {obj}", "is sold {n} {obj} by {his} {rel}", "being sold {n} {obj} by {his} {rel}"),
+    ("{he} receives {n} {obj} in the mail", "receives {n} {obj} in the mail", "receiving {n} {obj} in the mail"),
+    ("{he} earns {n} {obj} for doing chores", "earns {n} {obj} for doing chores",
+     "earning {n} {obj} for doing chores"),
+)
+WORD_SUB = (
+    ("{he} gets rid of {n} {obj}", "gets rid of {n} {obj}", "getting rid of {n} {obj}"),
+    ("{his} {rel} buys {n} {obj} from {him}", "sells {n} {obj} to {his} {rel}", "selling {n} {obj} to {his} {rel}"),
+    ("{he} donates {n} {obj}", "donates {n} {obj}", "donating {n} {obj}"),
+    ("{he} throws away {n} {obj}", "throws away {n} {obj}", "throwing away {n} {obj}"),
+)
+WORD_GROUPS = (
+    ("{his} {rel} gives {him} {g} {cs} with {m} {obj} in each {c}",
+     "is given {g} {cs} with {m} {obj} in each {c}", "being given {g} {cs} with {m} {obj} in each {c}"),
+    ("{he} receives {g} {cs} with {m} {obj} in each {c}", "receives {g} {cs} with {m} {obj} in each {c}",
+     "receiving {g} {cs} with {m} {obj} in each {c}"),
+)
+# (sentence = present, gerund, question, "each ..." phrase of the answer sentence)
+WORD_SHARE = (
+    ("splits the {obj} evenly into {k} {cs}", "splitting the {obj} evenly into {k} {cs}",
+     "How many {obj} are in each {c}?", "each {c} has"),
+    ("divides the {obj} evenly among {k} friends", "dividing the {obj} evenly among {k} friends",
+     "How many {obj} does each friend get?", "each friend gets"),
+)  # fmt: skip
+
+
+def gen_word_problems(rng: random.Random, difficulty: int, like: Trace | None = None, *,
+                      max_operand: int = MAX_OPERAND, max_value: int = MAX_VALUE) -> tuple[str, str, Trace]:
+    """An ``arithmetic`` problem (same plan, numbers and answer; its trace's step kinds, so the reference
+    teacher's SG and rationales apply) retold with the WORD_* wordings, drawn from the same ``rng``."""
+    _, answer, trace = gen_arithmetic(rng, difficulty, like, max_operand=max_operand, max_value=max_value)
+    start = trace[0]
+    he, him, his = _PRONOUNS[start["pronoun"]]
+    name, obj = start["name"], start["object"]
+    if start["kind"] == "start":
+        sentences = [f"{name} has {start['value']} {obj}."]
+    else:
+        g, m = start["args"]
+        sentences = [f"{name} has {g} {start['containers']} with {m} {obj} in each {start['container']}."]
+    question = f"How many {obj} does {name} have now?" if len(trace) > 1 else f"How many {obj} does {name} have?"
+    out: Trace = [dict(start)]
+    for step in trace[1:]:
+        out.append(dict(step))
+        if step["kind"] == "add_groups":
+            continue
+        lead = "" if not sentences[1:] else rng.choice(("Then ", "After that, "))
+        c, cs = rng.choice(CONTAINERS)
+        fill = {"he": he, "him": him, "his": his, "rel": rng.choice(RELATIVES), "obj": obj, "c": c, "cs": cs,
+                "n": step["args"][1], "g": step["args"][0], "m": step["args"][1], "k": step["args"][1]}
+        if step["kind"] == "share":
+            present, gerund, question, each = (s.format(**fill) for s in rng.choice(WORD_SHARE))
+            sentence = f"{he} {present}"
+            out[-1].update(each=each)
+        else:
+            table = {"add": WORD_ADD, "sub": WORD_SUB, "groups": WORD_GROUPS}[step["kind"]]
+            sentence, present, gerund = (s.format(**fill) for s in rng.choice(table))
+        out[-1].update(present=present, gerund=gerund)
+        sentences.append(lead + (sentence if lead else _cap(sentence)) + ".")
+    return " ".join([*sentences, question]), answer, out
+
+
 class Generator(NamedTuple):
     """``generate(rng, difficulty, like=None) -> (question, answer, trace)``, scoring key, answer type."""
 
@@ -382,6 +459,7 @@ GENERATORS: dict[str, Generator] = {
     "arithmetic": Generator(gen_arithmetic, "multiarith", "number"),
     "coin_flip": Generator(gen_coin_flip, "coin_flip", "yes_no"),
     "last_letters": Generator(gen_last_letters, "last_letter_concatenation", "text"),
+    "word_problems": Generator(gen_word_problems, "multiarith", "number"),
 }
 
 
@@ -563,10 +641,10 @@ def rationale_sentences(
 def rationale_answer(generator: str, rationale: str) -> str | None:
     """The answer a rationale reaches, read from its text (not from any gold); None if none is found.
 
-    arithmetic: the last number; coin flip: the last "heads up" / "tails up"; last letters: the last
+    arithmetic and word problems: the last number; coin flip: the last "heads up" / "tails up"; last letters: the last
     quoted string.
     """
-    if generator == "arithmetic":
+    if generator in ("arithmetic", "word_problems"):
         nums = re.findall(r"-?\d+(?:\.\d+)?", rationale.replace(",", ""))
         return nums[-1] if nums else None
     if generator == "coin_flip":

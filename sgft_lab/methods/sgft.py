@@ -19,7 +19,10 @@ model writes SG as it is); ``solver=cot_ft`` trains a step-5 CoT fine-tuning fir
 
 Result entries (systems): ``student`` (SGFT: the trained guide's SG, the plain response model; the ablation's
 other cells ``untrained_guide``, ``sg_guide_cot_solver``, ``untrained_guide_cot_solver``),
-``response_zero_shot``, ``response_zero_shot_cot``, ``teacher_sg``, ``cot_ft_x{k}``, ``cot_ft``. Every choice
+``response_zero_shot``, ``response_zero_shot_cot``, ``teacher_sg``, ``cot_ft_x{k}``, ``cot_ft``; with
+``method.transfer_response`` the same guide's SG on a second response model: ``transfer_student``,
+``transfer_response_zero_shot``, ``transfer_response_zero_shot_cot``, ``transfer_teacher_sg``. With
+``method.eval_split=val`` (tuning) steps 4-5 read the val split and CoT fine-tuning is refused. Every choice
 the paper leaves open is a field of config.SGFTConfig and is listed in experiments/sgft/README.md.
 """
 
@@ -30,6 +33,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import prompting
+from ..benchmarks.embedded import GENERATORS
 from ..benchmarks.record import Example
 from ..config import Adapter, ConfigError
 from ..data.sg import cot_plan  # noqa: F401  (plan.py imports it from here)
@@ -59,6 +63,19 @@ def check(cfg, splits) -> None:
     if s.solver == "cot_ft" and s.cot_ft_init != "response":
         raise ConfigError("invalid config at `method.cot_ft_init`: method.solver=cot_ft answers with the CoT "
                           "fine-tuned response model; allowed: response")
+    if s.response_pool_generator is not None and (s.response_pool_generator not in GENERATORS or GENERATORS[
+            s.response_pool_generator].task != cfg.benchmark.task):
+        raise ConfigError(f"invalid config at `method.response_pool_generator`: {s.response_pool_generator!r}; "
+                          f"allowed: null or an embedded generator scored as {cfg.benchmark.task!r}")
+    if s.eval_split != "test" and cot_ft_runs(s, 1, 1):
+        raise ConfigError("invalid config at `method.eval_split`: val (tuning) with a CoT fine-tuning, which "
+                          "reads the test split; allowed: method.cot_ft=false and method.solver=response")
+    t = s.transfer_response
+    if t is not None and t.name_or_path is None and s.response_pretrain.mode != "off" \
+            and cfg.benchmark.source != "embedded":
+        raise ConfigError("invalid config at `method.transfer_response`: a tiny transfer response model is "
+                          f"pre-trained on embedded problems, but benchmark {cfg.benchmark.name} is not embedded; "
+                          "allowed: a pretrained one (method.transfer_response.name_or_path=...) or null")
     if s.response.name_or_path is not None and s.response_pretrain.mode == "on":
         raise ConfigError("invalid config at `method.response_pretrain.mode`: 'on' pre-trains only tiny "
                           f"response models (method.response.name_or_path={s.response.name_or_path!r}); "
@@ -72,6 +89,7 @@ def run(ctx: RunContext) -> None:
     s, paths = ctx.cfg.method, ctx.paths
     ctx.details.update(sg_prompt=s.prompt, filter_rules=asdict(s.filter), solver={"kind": s.solver})
     # Step 0: the response model (pre-trained once on a disjoint embedded pool in the embedded tier).
+    pretrain_free_first(ctx)
     response, response_dir = load_response(ctx)
     ctx.lap("response_model")
 
@@ -89,24 +107,33 @@ def run(ctx: RunContext) -> None:
                                                                 response_dir)
 
     # Step 4: collaborative inference on the test questions.
-    test = ctx.eval_sets(("test",))["test"]
+    test = ctx.eval_sets((s.eval_split,))[s.eval_split]  # val: tuning runs (method.eval_split)
     guide_sgs, raw = guide_writes_sg(ctx, guide, test)
     guided = [{**row, "guide_output": text} for row, text in
               zip(answer_with_guidance(ctx, solver, test, guide_sgs), raw)]
     write_jsonl(paths.response_rows("guided"), guided)
-    ctx.add([rows_entry(guided, system=guided_system(s), protocol=ctx.cfg.protocol)])
+    add_entry(ctx, guided, guided_system(s))
     ctx.metrics = {"accuracy": ctx.entries[-1].accuracy}
     ctx.lap("collaborative_inference")
 
     # Step 5: baselines.
     response_alone(ctx, response, test)
+    teacher_sgs = None
     if s.teacher_sg_on_test or (s.teacher_sg_on_test is None and ctx.cfg.teacher.name == "reference"):
-        with_teacher_sg(ctx, response, test, shots, guide_sgs)
+        teacher_sgs = with_teacher_sg(ctx, response, test, shots, guide_sgs)
     ctx.lap("response_baselines")
+    if s.transfer_response is not None:
+        transfer(ctx, test, guide_sgs, teacher_sgs)
+        ctx.lap("transfer")
     for system, n_q, per_q in cot_runs:
         cot_fine_tune(ctx, ordered, n_q, per_q, response_dir, system)
     ctx.lap("cot_ft")
     ctx.data.update(n_test=len(test))
+
+
+def add_entry(ctx: RunContext, rows: Sequence[dict], system: str) -> None:
+    """One result entry for ``rows``, evaluated once on method.eval_split."""
+    ctx.add([rows_entry(rows, system=system, split=ctx.cfg.method.eval_split, protocol=ctx.cfg.protocol)])
 
 
 def guided_system(s) -> str:
@@ -188,28 +215,53 @@ def untrained_guide(ctx: RunContext, questions: Sequence[Example]):
 # Step 0: the response model (its embedded-tier pre-training, our departure, is data/sg.py pretrain_response)
 
 
-def load_response(ctx: RunContext):
-    """The response model for inference (frozen) and its pre-trained dir (None: not pre-trained)."""
+def response_models(ctx: RunContext) -> list[tuple]:
+    """(config, pre-training seed, results.json key) of the run's response models: method.response, then
+    method.transfer_response (seed + transfer_seed_offset) when set."""
+    s = ctx.cfg.method
+    seed = ctx.cfg.seed if s.response_seed is None else s.response_seed
+    out = [(s.response, seed, "response")]
+    if s.transfer_response is not None:
+        out.append((s.transfer_response, seed + s.transfer_seed_offset, "transfer_response"))
+    return out
+
+
+def pretrain_free_first(ctx: RunContext) -> None:
+    """With several tiny response models to pre-train, pre-train each one no concurrent run is pre-training
+    (a sweep's jobs then split the work instead of queueing on the first); the rest are loaded (waiting for
+    them) when used."""
+    models = [m for m in response_models(ctx) if m[0].name_or_path is None]
+    if len(models) > 1 and ctx.cfg.method.response_pretrain.mode != "off":
+        for rc, seed, key in models:
+            pretrain_response(ctx, rc, seed, key, wait=False)
+
+
+def load_response(ctx: RunContext, rc=None, seed: int | None = None, key: str = "response"):
+    """The response model for inference (frozen) and its pre-trained dir (None: not pre-trained).
+    ``rc`` / ``seed`` / ``key``: another response model (method.transfer_response), its seed and its name in
+    results.json (default: method.response, the run's seed, ``response``)."""
     from ..students.build import build_student
 
     s = ctx.cfg.method
-    rc = s.response
+    if rc is None:
+        rc, seed, key = response_models(ctx)[0]
     tiny = rc.name_or_path is None
     mode = s.response_pretrain.mode
     # No fresh adapter to run: a LoRA response model is its base model (QLoRA keeps its 4-bit base).
     infer_cfg = replace(rc, adapter=Adapter.none if rc.adapter is Adapter.lora else rc.adapter)
     work = None
     if tiny and mode != "off":
-        work = pretrain_response(ctx)
-        seed_everything(ctx.cfg.seed)
+        work = pretrain_response(ctx, rc, seed, key)
+        seed_everything(seed)
         student = build_student(infer_cfg, corpus=None, work_dir=work)
     else:
-        seed_everything(ctx.cfg.seed)
+        seed_everything(seed)
         corpus = [ex.question for ex in (*ctx.splits.train, *ctx.splits.test)] + [s.response_prompt] \
             if tiny else None
-        student = build_student(infer_cfg, corpus=corpus, work_dir=ctx.paths.response_dir / "student")
-        ctx.details["response"] = {"pretrained": False, **({"note": "random init: knows nothing"} if tiny else {})}
-    ctx.models["response"] = model_info(student)
+        student = build_student(infer_cfg, corpus=corpus, work_dir=ctx.paths.response_dir / (
+            "student" if key == "response" else key))
+        ctx.details[key] = {"pretrained": False, **({"note": "random init: knows nothing"} if tiny else {})}
+    ctx.models[key] = model_info(student)
     return student, work
 
 
@@ -278,37 +330,60 @@ def answer_with_guidance(ctx: RunContext, response, examples: Sequence[Example],
                                      progress=ctx.progress, max_input_tokens=response.cfg.max_input_tokens,
                                      label="response")
     spec = EvalSpec(ctx.task, "fs_cot", s.answer_max_new_tokens, bs, prefix=s.answer_prefix)
-    return [{**row, "guidance": sg} for row, sg in zip(score_rows(examples, completions, spec, "test"), sgs)]
+    rows = score_rows(examples, completions, spec, s.eval_split)
+    return [{**row, "guidance": sg} for row, sg in zip(rows, sgs)]
 
 
-def response_alone(ctx: RunContext, response, test: Sequence[Example]) -> None:
-    """Step 5: the response model without guidance, prompted and scored as the prompting baselines are."""
+def response_alone(ctx: RunContext, response, test: Sequence[Example], prefix: str = "") -> None:
+    """Step 5: the response model without guidance, prompted and scored as the prompting baselines are
+    (systems ``{prefix}response_{baseline}``)."""
     s = ctx.cfg.method
     common = {"task": ctx.task, "batch_size": ctx.cfg.trainer.eval_batch_size, "progress": ctx.progress}
     for kind in s.baselines:
         if kind == "zero_shot":
-            rows = prompting.zero_shot(response, {"test": test}, **common)
+            rows = prompting.zero_shot(response, {s.eval_split: test}, **common)
         elif response.family != "decoder":
             raise ConfigError("invalid config at `method.baselines`: zero_shot_cot runs on decoder-only response "
                               "models (methods.md 5); allowed here: zero_shot")
         else:
-            rows = prompting.zero_shot_cot(response, {"test": test}, rationale_max_tokens=s.rationale_max_tokens,
+            rows = prompting.zero_shot_cot(response, {s.eval_split: test},
+                                           rationale_max_tokens=s.rationale_max_tokens,
                                            answer_max_tokens=s.answer_max_tokens, **common)
-        write_jsonl(ctx.paths.response_rows(kind), rows)
-        ctx.add([rows_entry(rows, system=f"response_{kind}", protocol=ctx.cfg.protocol)])
+        write_jsonl(ctx.paths.response_rows(prefix + kind), rows)
+        add_entry(ctx, rows, f"{prefix}response_{kind}")
 
 
-def with_teacher_sg(ctx: RunContext, response, test: Sequence[Example], shots, guide_sgs: Sequence[str]) -> None:
+def with_teacher_sg(ctx: RunContext, response, test: Sequence[Example], shots,
+                    guide_sgs: Sequence[str]) -> list[str]:
     """Step 5: the response model with the teacher's SG of the test questions (an upper bound on the guide).
-    The same filter and retry as the training SG; a dropped question gets an empty guidance."""
+    The same filter and retry as the training SG; a dropped question gets an empty guidance. Returns them."""
     records, report = generate_guidance(ctx, test, shots, stage="guidance_test")
     teacher_sgs = [r["guidance"] or "" for r in records]
     rows = answer_with_guidance(ctx, response, test, teacher_sgs)
     write_jsonl(ctx.paths.response_rows("guided_teacher_sg"), rows)
-    ctx.add([rows_entry(rows, system="teacher_sg", protocol=ctx.cfg.protocol)])
+    add_entry(ctx, rows, "teacher_sg")
     ctx.details["teacher_sg_on_test"] = {k: report.to_dict()[k] for k in ("questions", "kept", "dropped")}
     ctx.details["guide"]["test_sg"]["same_as_teacher_sg"] = round(
         sum(g == t for g, t in zip(guide_sgs, teacher_sgs)) / max(1, len(test)), 4)
+    return teacher_sgs
+
+
+def transfer(ctx: RunContext, test: Sequence[Example], guide_sgs: Sequence[str],
+             teacher_sgs: Sequence[str] | None) -> None:
+    """The same guide's SG given to a second response model, method.transfer_response (pre-trained like the
+    first on the embedded tier, with seed + transfer_seed_offset): it never took part in the guide's training
+    (no response model does in SGFT), so this measures whether the guidance transfers. Its rows: guided
+    (``transfer_student``), alone (``transfer_response_{baseline}``), with the teacher's SG
+    (``transfer_teacher_sg``, when the run has it)."""
+    other, _ = load_response(ctx, *response_models(ctx)[1])
+    rows = answer_with_guidance(ctx, other, test, guide_sgs)
+    write_jsonl(ctx.paths.response_rows("transfer_guided"), rows)
+    add_entry(ctx, rows, "transfer_student")
+    response_alone(ctx, other, test, prefix="transfer_")
+    if teacher_sgs is not None:
+        rows = answer_with_guidance(ctx, other, test, teacher_sgs)
+        write_jsonl(ctx.paths.response_rows("transfer_guided_teacher_sg"), rows)
+        add_entry(ctx, rows, "transfer_teacher_sg")
 
 
 def cot_solver(ctx: RunContext, ordered: Sequence[Example], cot_run: tuple[str, int, int], response,

@@ -64,6 +64,23 @@ def correctness_filter(samples: Sequence[TeacherSample]) -> tuple[list[TeacherSa
     return kept, report
 
 
+def filtered_rationales(ctx, examples: Sequence[Example], *, n_samples: int = 1, temperature: float = 0.0,
+                        only_correct: bool = True) -> list[TeacherSample]:
+    """Steps 1-2 of Fine-tune-CoT (and of the methods that reuse its data): the teacher's rationales, saved,
+    then the correctness filter (``only_correct=False``: every sample kept), its report saved and recorded."""
+    from dataclasses import asdict
+
+    from .io import write_json, write_jsonl
+
+    samples = teacher_rationales(ctx, examples, n_samples=n_samples, temperature=temperature)
+    write_jsonl(ctx.paths.teacher_samples, (asdict(s) for s in samples))
+    kept, report = correctness_filter(samples)
+    write_json(ctx.paths.filter_report, report)
+    ctx.details["filter"] = report
+    ctx.require_samples(kept if only_correct else samples, report, "the correctness filter")
+    return kept if only_correct else list(samples)
+
+
 def cot_pairs(samples: Sequence[TeacherSample], template: str, family: str, task: int = 0) -> list[Pair]:
     """Student samples ``question -> rationale + gold answer`` (methods.md 2.4: never the teacher's answer);
     ``dss_explain``: ``question -> rationale``. ``task``: the pairs' task id (multi-task students)."""

@@ -26,11 +26,8 @@ from sgft_lab.students.module import StudentModule
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_torch_thread(one_torch_thread):
+    """Every test of this module on one torch thread (conftest.one_torch_thread)."""
 
 
 # --- formats and answer extraction ----------------------------------------------------------------------------

@@ -20,13 +20,12 @@ than both tasks of the same questions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from ..benchmarks.record import Example
 from ..data.formats import TASK_LABEL, TASK_RATIONALE, Pair
 from ..evaluation import student_spec
-from ..io import write_json, write_jsonl
-from ..rationales import TeacherSample, correctness_filter, cot_pairs, gold_pairs, teacher_rationales
+from ..io import write_jsonl
+from ..rationales import TeacherSample, cot_pairs, filtered_rationales, gold_pairs
 from ..run import RunContext
 from ..students.build import build_student
 from ..training import train_and_evaluate
@@ -45,14 +44,7 @@ def run(ctx: RunContext) -> None:
     family = cfg.student.family.value
 
     # Steps 1-2: the teacher's rationales, filtered.
-    samples = teacher_rationales(ctx, train, n_samples=1, temperature=0.0)
-    write_jsonl(paths.teacher_samples, (asdict(s) for s in samples))
-    kept, report = correctness_filter(samples)
-    if not m.only_correct:
-        kept = list(samples)
-    write_json(paths.filter_report, report)
-    ctx.details["filter"] = report
-    ctx.require_samples(kept, report, "the correctness filter")
+    kept = filtered_rationales(ctx, train, n_samples=1, temperature=0.0, only_correct=m.only_correct)
     pairs = multitask_pairs(train, kept, family)
     write_jsonl(paths.train_data, (p.to_dict() for p in pairs))
     ctx.lap("teacher")

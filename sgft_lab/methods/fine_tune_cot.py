@@ -11,11 +11,9 @@ method=vanilla_ft skips steps 1-2 and trains on  question ###  ->  gold answer  
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from ..evaluation import student_spec
-from ..io import write_json, write_jsonl
-from ..rationales import correctness_filter, cot_pairs, gold_pairs, teacher_rationales
+from ..io import write_jsonl
+from ..rationales import cot_pairs, filtered_rationales, gold_pairs
 from ..run import RunContext
 from ..students.build import build_student
 from ..training import train_and_evaluate
@@ -27,15 +25,9 @@ def run(ctx: RunContext) -> None:
 
     # Steps 1-2: the training pairs.
     if m.uses_teacher():
-        samples = teacher_rationales(ctx, train, n_samples=m.diverse_samples, temperature=m.rationale_temperature())
-        write_jsonl(paths.teacher_samples, (asdict(s) for s in samples))
-        kept, report = correctness_filter(samples)
-        if not m.only_correct:
-            kept = list(samples)
-        write_json(paths.filter_report, report)
-        ctx.details["filter"] = report
+        kept = filtered_rationales(ctx, train, n_samples=m.diverse_samples, temperature=m.rationale_temperature(),
+                                   only_correct=m.only_correct)
         pairs = cot_pairs(kept, m.template, family)
-        ctx.require_samples(pairs, report, "the correctness filter")
     else:
         pairs = gold_pairs(train, m.template, family)
     write_jsonl(paths.train_data, (p.to_dict() for p in pairs))

@@ -100,22 +100,29 @@ class Table:
     missing: int = 0  # entries without a number at the selection
 
 
+def _bootstrap_means(values: Sequence[float], ns: Sequence[int | None], n_boot: int, rng):
+    """``n_boot`` resampled means over seeds: seeds drawn with replacement, then (when every seed's question
+    count is known) each seed's accuracy redrawn as Binomial(n, p) / n."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("bootstrap: no values")
+    idx = rng.integers(0, v.size, size=(n_boot, v.size))
+    p = v[idx]
+    if all(n is not None and n > 0 for n in ns):
+        n = np.asarray(ns, dtype=np.int64)[idx]
+        p = rng.binomial(n, np.clip(p, 0.0, 1.0)) / n
+    return p.mean(axis=1)
+
+
 def bootstrap_ci(
     values: Sequence[float], ns: Sequence[int | None], *, n_boot: int = 2000, rng=None, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile interval of the mean over seeds, resampling seeds and then each seed's test questions."""
     import numpy as np
 
-    rng = rng if rng is not None else np.random.default_rng(0)
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        raise ValueError("bootstrap_ci: no values")
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    p = v[idx]
-    if all(n is not None and n > 0 for n in ns):
-        n = np.asarray(ns, dtype=np.int64)[idx]
-        p = rng.binomial(n, np.clip(p, 0.0, 1.0)) / n
-    means = p.mean(axis=1)
+    means = _bootstrap_means(values, ns, n_boot, rng if rng is not None else np.random.default_rng(0))
     a = (1 - level) / 2
     lo, hi = np.quantile(means, [a, 1 - a])
     return float(lo), float(hi)
@@ -130,19 +137,7 @@ def bootstrap_diff_ci(
     import numpy as np
 
     rng = rng if rng is not None else np.random.default_rng(0)
-
-    def draws(values, ns):
-        v = np.asarray(values, dtype=float)
-        if v.size == 0:
-            raise ValueError("bootstrap_diff_ci: an arm has no values")
-        idx = rng.integers(0, v.size, size=(n_boot, v.size))
-        p = v[idx]
-        if all(n is not None and n > 0 for n in ns):
-            n = np.asarray(ns, dtype=np.int64)[idx]
-            p = rng.binomial(n, np.clip(p, 0.0, 1.0)) / n
-        return p.mean(axis=1)
-
-    d = draws(a, a_ns) - draws(b, b_ns)
+    d = _bootstrap_means(a, a_ns, n_boot, rng) - _bootstrap_means(b, b_ns, n_boot, rng)
     q = (1 - level) / 2
     lo, hi = np.quantile(d, [q, 1 - q])
     return float(np.mean(a) - np.mean(b)), float(lo), float(hi)

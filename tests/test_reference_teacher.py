@@ -36,7 +36,7 @@ def round_trip(teacher, examples, params, samples=1):
 def data():
     return {
         g: generate_examples(g, 60, d, seed=5)
-        for g, d in (("arithmetic", 3), ("coin_flip", 4), ("last_letters", 4))
+        for g, d in (("arithmetic", 3), ("coin_flip", 4), ("last_letters", 4), ("word_problems", 2))
     }
 
 

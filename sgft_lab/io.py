@@ -83,6 +83,19 @@ def decode_line(raw: bytes, where: str) -> str:
         raise ValueError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
 
 
+def loads_line(line: str, where: str, error: type[Exception] = ValueError) -> Any:
+    """One JSON document from one line of a file; anything json cannot read (bad syntax, nesting too deep,
+    an integer too long) -> ``error`` naming ``where`` (file:line)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise error(f"{where}: invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise error(f"{where}: invalid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer longer than Python converts
+        raise error(f"{where}: invalid JSON ({e})") from None
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """Yield rows; a malformed line (invalid JSON or UTF-8) raises ValueError naming the file and line."""
     with open(path, "rb") as f:
@@ -90,7 +103,4 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             line = decode_line(raw, f"{path}:{lineno}")
             if not line.strip():
                 continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            yield loads_line(line, f"{path}:{lineno}")

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 from sgft_lab.answers import (FROM_TEMPLATE, RULES, TASKS, TEMPLATES, accuracy, normalize_gold, resolve_prefix, score,
                               score_strict)
-from sgft_lab.io import write_jsonl
+from sgft_lab.io import loads_line, write_jsonl
 
 PROG = "sgft_lab.score"
 REQUIRED_FIELDS = ("completion", "answer")
@@ -113,14 +113,7 @@ def _lines(path: Path):
 
 
 def _parse(line: str, where: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise RowError(f"{where}: invalid JSON ({e.msg})") from None
-    except RecursionError:
-        raise RowError(f"{where}: invalid JSON (nested too deeply)") from None
-    except ValueError as e:  # e.g. an integer longer than Python converts
-        raise RowError(f"{where}: invalid JSON ({e})") from None
+    row = loads_line(line, where, RowError)
     if not isinstance(row, dict):
         raise RowError(f"{where}: row is not a JSON object")
     try:

@@ -51,6 +51,24 @@ def run_sgft(args: list[str], tmp_path: Path, *, module: str = "sgft_lab", timeo
     return p
 
 
+@pytest.fixture
+def server():
+    """``server(**kw)`` starts a fault-injecting fake OpenAI-compatible server (tests/fake_openai_server.py) on
+    127.0.0.1; every server started is stopped after the test."""
+    from fake_openai_server import FakeOpenAIServer
+
+    servers = []
+
+    def make(**kw):
+        s = FakeOpenAIServer(**kw).start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models on 2 shared cores run several times faster on one thread than on two contended ones."""

@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from fake_openai_server import FakeOpenAIServer
 
 from sgft_lab.config import Config, TeacherConfig, redact
 from sgft_lab.errors import TeacherError
@@ -28,20 +27,6 @@ from sgft_lab.teachers.secrets import resolve_api_key, scrub
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-loopback-test-Zq8XK2mN4pR7tW1y"
 FAST = dict(backoff_base_s=0.005, backoff_max_s=0.05, max_retries=12)
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def make(**kw):
-        s = FakeOpenAIServer(**kw).start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, echo_responder
+from fake_openai_server import echo_responder
 
 from sgft_lab.config import TeacherConfig
 from sgft_lab.errors import TeacherError
@@ -22,20 +22,6 @@ from sgft_lab.teachers.engine import STALL_ATTEMPTS, RequestPolicy, TeacherAccou
 from sgft_lab.teachers.errors import PermanentError, TransientError
 
 TINY = {"backoff_base_s": 0.001, "backoff_max_s": 0.005, "request_timeout_s": 5.0}
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def make(**kw):
-        s = FakeOpenAIServer(**kw).start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.stop()
 
 
 @pytest.fixture(autouse=True)

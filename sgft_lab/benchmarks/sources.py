@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, DataFileMissing
+from ..io import loads_line
 from .preprocess import Row
 
 
@@ -104,14 +105,7 @@ def _jsonl_rows(path: Path, rel: str, offset: int) -> Iterator[Row]:
                 raise _not_utf8(rel, raw, e, lineno) from None
             if not line.strip():
                 continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{rel}:{lineno}: invalid JSON ({e.msg})") from None
-            except RecursionError:
-                raise DataError(f"{rel}:{lineno}: invalid JSON (nested too deeply)") from None
-            except ValueError as e:  # e.g. an integer longer than Python converts
-                raise DataError(f"{rel}:{lineno}: invalid JSON ({e})") from None
+            d = loads_line(line, f"{rel}:{lineno}", DataError)
             if not isinstance(d, dict):
                 raise DataError(f"{rel}:{lineno}: expected a JSON object, got {type(d).__name__}")
             yield Row(d, offset + i, f"{rel}:{lineno}")

@@ -221,7 +221,7 @@ def pretrain_response(ctx, response=None, seed: int | None = None, key: str = "r
     goes to ``ctx.details[key]``. Concurrent runs (a joblib sweep over seeds with a fixed
     method.response_seed) share one: a lock file lets one pre-train it while the others wait, or, with
     ``wait=False``, return None at once (the caller pre-trains another model meanwhile)."""
-    import fcntl
+    from filelock import FileLock, Timeout
 
     from ..config import Adapter, to_plain
     from ..io import read_json
@@ -249,15 +249,18 @@ def pretrain_response(ctx, response=None, seed: int | None = None, key: str = "r
         ctx.details.setdefault(key, {**read_json(done), "reused": True})  # (set already: this run trained it)
         return work
     work.parent.mkdir(parents=True, exist_ok=True)
-    with open(work.parent / f"{work.name}.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return None
+    lock = FileLock(str(work.parent / f"{work.name}.lock"))  # the library runlock.py uses too
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        return None
+    try:
         if done.is_file():  # pre-trained by the run that held the lock
             ctx.details.setdefault(key, {**read_json(done), "reused": True})
             return work
         _pretrain(ctx, rc, seed, key, identity, work)
+    finally:
+        lock.release()
     return work
 
 

@@ -194,11 +194,77 @@ def _call_solution(code: str, answer_var: str) -> str:
     return code
 
 
+# ---------------------------------------------------------------- straight-line arithmetic, in process
+
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b}
+_STRAIGHT_MAX_STATEMENTS = 64
+_STRAIGHT_MAX_MAGNITUDE = 10**15  # any larger value: the sandbox decides (no huge-int blow-up in process)
+
+
+class _NotStraight(Exception):
+    pass
+
+
+def straight_line(code: str, answer_var: str = "ans") -> PotResult | None:
+    """The result of a program that is only assignments of arithmetic over number literals and names, or None.
+
+    Such a program (the shape nearly every PoT rationale of a word problem has: ``x = 3``, ``x = x + 4``,
+    ``ans = x``) can do nothing but arithmetic, so it is evaluated here by walking its syntax tree, with
+    Python's own operators (+ - * / // %, unary -/+) on exact ``int``/``float`` values: the same answer the
+    sandbox computes, without starting a child process (~30 ms each; an FDD round executes hundreds).
+    Anything else -- a call, an attribute, a loop, a bool or string, ``**``, more than
+    ``_STRAIGHT_MAX_STATEMENTS`` statements, a value beyond ``_STRAIGHT_MAX_MAGNITUDE``, an error (unknown
+    name, division by zero), a non-finite or missing ``answer_var`` -- returns None: the sandbox runs it and
+    reports its own error text.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    if len(tree.body) > _STRAIGHT_MAX_STATEMENTS:
+        return None
+    env: dict[str, int | float] = {}
+
+    def value(node: ast.AST) -> int | float:
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            v = node.value
+        elif isinstance(node, ast.Name) and node.id in env:  # (names with "_" first never get in: the sandbox's)
+            v = env[node.id]
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = value(node.operand)
+            v = -v if isinstance(node.op, ast.USub) else +v
+        elif isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            v = _OPS[type(node.op)](value(node.left), value(node.right))
+        else:
+            raise _NotStraight
+        if type(v) not in (int, float) or not math.isfinite(v) or abs(v) > _STRAIGHT_MAX_MAGNITUDE:
+            raise _NotStraight
+        return v
+
+    try:
+        for stmt in tree.body:
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else \
+                stmt.target if isinstance(stmt, ast.AugAssign) else None
+            if not isinstance(target, ast.Name) or target.id.startswith("_"):  # _x, __x: the sandbox's guards
+                raise _NotStraight
+            if isinstance(stmt, ast.Assign):
+                env[target.id] = value(stmt.value)
+            elif type(stmt.op) in _OPS:
+                env[stmt.target.id] = value(ast.BinOp(ast.Name(stmt.target.id), stmt.op, stmt.value))
+            else:
+                raise _NotStraight
+    except (_NotStraight, ArithmeticError):
+        return None
+    return PotResult(True, env[answer_var], None) if answer_var in env else None
+
+
 # ---------------------------------------------------------------- programs of a run
 
 class Programs:
     """Sandboxed execution of PoT completions, each distinct program run once per process (FDD's rounds
-    execute the same teacher and student programs again and again)."""
+    execute the same teacher and student programs again and again); straight-line arithmetic is evaluated in
+    process (:func:`straight_line`), everything else in the sandbox."""
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 512, workers: int = 2):
         self.timeout_s, self.memory_mb, self.workers = timeout_s, memory_mb, workers
@@ -207,6 +273,9 @@ class Programs:
     def run(self, completions: Iterable[str]) -> list[tuple[str, PotResult]]:
         """(program, result) per completion: the program is pulled out of the text, then executed."""
         programs = [extract_program(c.strip()) for c in completions]
+        for p in dict.fromkeys(p for p in programs if p not in self.results):
+            if (res := straight_line(p)) is not None:
+                self.results[p] = res
         todo = list(dict.fromkeys(p for p in programs if p not in self.results))
         for p, res in zip(todo, run_many(todo, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
                                          max_workers=self.workers)):

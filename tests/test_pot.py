@@ -373,3 +373,73 @@ def test_cli_usage_errors_exit_2(args):
     args = [str(CORPUS / "benign_math.py") if a == "FILE" else a for a in args]
     p = run_cli(*args)
     assert p.returncode == 2, (p.stdout, p.stderr)
+
+
+# ---------------------------------------------------------------- straight-line arithmetic in process
+
+def _random_straight_programs(n: int, seed: int = 0) -> list[str]:
+    """Seeded programs of the PoT rationales' shape: assignments of + - * / // % and unary minus over
+    literals (int and float) and earlier names, some with augmented assignment."""
+    import random
+
+    rng = random.Random(seed)
+    ops = ["+", "-", "*", "/", "//", "%"]
+    out = []
+    for _ in range(n):
+        names, lines = [], []
+        for _ in range(rng.randint(1, 6)):
+            def term():
+                if names and rng.random() < 0.6:
+                    return rng.choice(names)
+                return str(rng.choice([rng.randint(-20, 60), round(rng.uniform(-5, 50), 2)]))
+            target = rng.choice(["apples", "total", "x", "each", "ans"] if names else ["apples", "x"])
+            if target in names and rng.random() < 0.3:
+                lines.append(f"{target} {rng.choice(ops)}= {term()}")
+            else:
+                expr = term() if rng.random() < 0.2 else f"{term()} {rng.choice(ops)} {'-' if rng.random() < 0.1 else ''}{term()}"
+                lines.append(f"{target} = {expr}")
+            names.append(target)
+        lines.append(f"ans = {rng.choice(names)}")
+        out.append("\n".join(lines) + "\n")
+    return out
+
+
+def test_straight_line_programs_give_the_sandboxes_answer():
+    """Every program the in-process path answers gets exactly the sandbox's answer (value and type); the
+    rest (errors such as division by zero) are left to the sandbox."""
+    progs = _random_straight_programs(60) + ["x = 7\nans = x / 2\n", "x = -7\nans = x // 2\n", "ans = -7 % 3\n",
+                                             "a = 3\na *= 2\nans = a - 1.5\n", "ans = 0.1 + 0.2\n", "ans = +3\n"]
+    answered = 0
+    for code, sandboxed in zip(progs, run_many(progs, max_workers=2)):
+        fast = pot.straight_line(code)
+        if fast is None:
+            assert not sandboxed.ok, code  # only a failing one (division by zero) falls back
+            continue
+        answered += 1
+        assert (fast.ok, fast.answer, type(fast.answer), fast.error) == \
+            (sandboxed.ok, sandboxed.answer, type(sandboxed.answer), sandboxed.error), code
+    assert answered >= 50  # the path is taken for the rationale shape, not skipped
+
+
+@pytest.mark.parametrize("code", [
+    "ans = 1 / 0\n", "ans = y\n", "ans = 2 ** 3\n", "ans = True\n", "ans = 'a'\n", "import math\nans = 1\n",
+    "ans = abs(-3)\n", "x = 10 ** 15\nans = x\n", "x = 1000000000\nans = x * x * x\n", "_x = 3\nans = _x\n",
+    "x = 3\n", "a = b = 3\nans = a\n", "for i in range(3):\n    ans = i\n", "ans = x.real\n", "ans = 1e308 * 10\n",
+    "x = 3\nx **= 2\nans = x\n", "ans = [1][0]\n", "def f():\n    return 1\nans = 2\n", "ans = 3 +\n",
+])  # fmt: skip
+def test_straight_line_leaves_everything_else_to_the_sandbox(code):
+    assert pot.straight_line(code) is None
+
+
+def test_programs_run_only_what_is_not_straight_line_in_the_sandbox(monkeypatch):
+    sent = []
+
+    def fake_run_many(codes, **kw):
+        sent.extend(codes)
+        return [PotResult(True, 99, None) for _ in codes]
+
+    monkeypatch.setattr(pot, "run_many", fake_run_many)
+    programs = pot.Programs()
+    out = programs.run(["x = 3\nx = x + 4\nans = x", "```python\nans = abs(-2)\n```", "x = 3\nx = x + 4\nans = x"])
+    assert [res.answer for _, res in out] == [7, 99, 7]
+    assert sent == ["ans = abs(-2)\n"]  # one child, for the program with a call

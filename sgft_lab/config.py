@@ -165,6 +165,9 @@ class BenchmarkConfig:
     generator: Optional[str] = setting("arithmetic", choices=("arithmetic", "coin_flip", "last_letters",
                                                                         "word_problems"))
     difficulty: int = setting(2, ge=1)  # steps / flips / words
+    # Embedded: a mix of difficulties instead (question i has difficulty_mix[i % len]: every split holds each
+    # in equal shares), as a real benchmark mixes easy and hard problems; [] = `difficulty` alone.
+    difficulty_mix: list[int] = field(default_factory=list)
     n_train: int = setting(1000, ge=1)
     n_val: int = setting(100, ge=0)
     n_test: int = setting(200, ge=1)
@@ -510,6 +513,9 @@ class FDDConfig(RationaleSettings, MethodConfig):
     # false: the no-feedback control (methods.md 4.4): as many new problems per round, each a similar problem
     # (hard_prompt) of a seeded random draw of the pool; no student answers are read. Entries: system no_feedback
     feedback: bool = True
+    # true: each round's selected student also reads the in-domain val split (result entries with split val
+    # and benchmark = the in-domain benchmark), so a design can be tuned without the test split
+    read_val: bool = False
     # Out-of-domain tests (methods.md 4.3), read with every round's selected student: benchmark presets, their
     # test split (ood_split=all: every problem). An embedded in-domain benchmark reads ood_stand_ins instead.
     ood_benchmarks: list[str] = field(default_factory=lambda: ["asdiv", "svamp", "multiarith"])

@@ -134,20 +134,24 @@ def extra_reads(lp, student, r: int, epoch: int) -> tuple[list[Entry], list[dict
     ctx = lp.ctx
     paths = ctx.paths.round(r)
     test = ctx.eval_sets(("test",))["test"]
+    own = ctx.cfg.benchmark.name
+    val = ctx.eval_sets(("val",))["val"] if lp.f.read_val else []
     entries, rows_out = [], []
     for k, (system, spec) in enumerate(lp.reads()):
-        sets = ([(None, test, spec)] if k else []) + [(s.name, s.examples, replace(spec, task=s.task))
-                                                       for s in lp.ood]
-        for bench, xs, sp in sets:
-            name = "_".join(["test"] + (["cot"] if k else []) + ([bench] if bench else []))
+        sets = ([("test", None, test, spec)] if k else []) + \
+            ([("val", own, val, spec)] if val else []) + \
+            [("test", s.name, s.examples, replace(spec, task=s.task)) for s in lp.ood]
+        for split, bench, xs, sp in sets:
+            name = "_".join([split] + (["cot"] if k else []) + ([bench] if bench else []))
             path = paths.predictions_dir / f"{name}.jsonl"
             rows = read_jsonl(path) if path.is_file() else []
             if len(rows) != len(xs) or (rows and rows[0].get("epoch") != epoch):
-                rows = predict(student, xs, sp, split="test", progress=ctx.progress, epoch=epoch)
+                rows = predict(student, xs, sp, split=split, progress=ctx.progress, epoch=epoch)
                 write_jsonl(path, rows)
-            e = replace(rows_entry(rows, system=system, round=r, metric=sp.metric, selection="dev_selected",
-                                   epoch=epoch), benchmark=bench)
+            e = replace(rows_entry(rows, system=system, split=split, round=r, metric=sp.metric,
+                                   selection="dev_selected", epoch=epoch), benchmark=bench)
             entries.append(e)
-            rows_out.append({"system": system, "benchmark": bench, "metric": e.metric, "accuracy": e.accuracy,
+            rows_out.append({"system": system, "split": split, "benchmark": bench, "metric": e.metric,
+                             "accuracy": e.accuracy,
                              "n": e.n})
     return entries, rows_out

@@ -72,11 +72,31 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
         assert (tmp_path / "fig" / "effects_ft_cot_difficulty.png").read_bytes()[:4] == b"\x89PNG"
     if name == "diverse_reasoning":
         assert sorted(r["data"]["rationales_per_question"] for r in results) == [1, 2]
-    if name == "fdd":  # round 0 and the feedback round, in domain and on the OOD stand-ins, for both systems
+    if name == "fdd":  # round 0 and the feedback round, on test and (the tuning read) the benchmark's val split
+        import json
+
+        from sgft_lab.benchmarks.embedded import load_embedded
+
         for r in results:
             test = [e for e in r["entries"] if e["split"] == "test"]
-            assert {e["round"] for e in test} == {0, 1}
-            assert {e["benchmark"] for e in test} >= {None, "embedded_arithmetic_deeper"}
+            assert {(e["round"], e["benchmark"]) for e in test} == {(0, None), (1, None)}  # in domain only
+            val = [e for e in r["entries"] if e["split"] == "val" and e["benchmark"] == "embedded_arithmetic"]
+            assert {e["round"] for e in val} == {0, 1} and all(e["n"] == 8 for e in val)
+        # The in-domain problems mix one and two operations in every split; the round-0 pool holds both.
+        from omegaconf import OmegaConf
+
+        from sgft_lab.config import BenchmarkConfig
+
+        run_dir = next((tmp_path / "outputs").rglob("round_0")).parent.parent
+        pool = [json.loads(x) for x in (run_dir / "rounds" / "round_0" / "dataset.jsonl").read_text().splitlines()]
+        bench = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BenchmarkConfig),
+                                                    OmegaConf.load(run_dir / "config.yaml").benchmark))
+        splits = load_embedded(bench)
+        assert {x.id for x in splits.train} == {p["id"] for p in pool}
+        assert sorted({x.meta["difficulty"] for x in splits.train + splits.test}) == [1, 2]
+        for rnd in (0, 1):  # the val read is the benchmark's val split, not the round's dev split
+            rows = (run_dir / "rounds" / f"round_{rnd}" / "predictions" / "val_embedded_arithmetic.jsonl").read_text()
+            assert [json.loads(x)["id"] for x in rows.splitlines()] == [x.id for x in splits.val]
 
 
 # --- the effects' comparisons (sgft_lab/report/effects.py) ---------------------------------------------------

@@ -189,6 +189,22 @@ def test_load_embedded_errors():
         generate_examples("coin_flip", 1000, 1, seed=0)  # only 2 x 320 such questions exist
 
 
+def test_difficulty_mix_in_equal_shares_per_split():
+    """benchmark.difficulty_mix: question i has mix[i % len], so each split holds each difficulty equally; the
+    arithmetic's operation count (its trace) follows the example's own difficulty; a bad entry is refused."""
+    s = load_embedded(_cfg(difficulty_mix=[1, 3], n_train=60, n_val=10, n_test=20))
+    for split in ("train", "val", "test"):
+        exs = getattr(s, split)
+        assert Counter(e.meta["difficulty"] for e in exs) == {1: len(exs) // 2, 3: len(exs) // 2}
+        for e in exs:  # operations in the trace: one per op, "groups" costs 2 (g * m, then add)
+            assert sum(1 for st in e.trace if st.get("op")) == e.meta["difficulty"]
+            assert variant(e, harder=True).meta["difficulty"] == e.meta["difficulty"] + 1
+    plain = load_embedded(_cfg())
+    assert {e.meta["difficulty"] for e in plain.train} == {plain.train[0].meta["difficulty"]}
+    with pytest.raises(ValueError, match="difficulty_mix"):
+        load_embedded(_cfg(difficulty_mix=[1, 0]))
+
+
 @pytest.mark.parametrize("preset,generator,task,difficulty", [
     ("embedded_arithmetic", "arithmetic", "multiarith", 2),
     ("embedded_coin_flip", "coin_flip", "coin_flip", 4),

@@ -485,17 +485,21 @@ def _example(
 
 
 def generate_examples(
-    generator: str, n: int, difficulty: int, seed: int, id_prefix: str = "", params: dict | None = None
+    generator: str, n: int, difficulty: int, seed: int, id_prefix: str = "", params: dict | None = None,
+    difficulties: Sequence[int] = (),
 ) -> list[Example]:
     """``n`` examples with distinct questions, deterministic for (generator, difficulty, seed, params).
 
     Ids are ``{id_prefix}{i}``. ``params``: the generator's keyword knobs (e.g. arithmetic ``max_operand``),
-    kept in ``meta["params"]`` so variants use the same ones. Raises ValueError when the question space is
-    too small for ``n``.
+    kept in ``meta["params"]`` so variants use the same ones. ``difficulties``: a mix instead of one
+    difficulty -- example i has ``difficulties[i % len(difficulties)]`` (so any cut of the stream holds each
+    in equal shares, within one). Raises ValueError when the question space is too small for ``n``.
     """
     g = _generator(generator)
     params = dict(params or {})
-    key = ("embedded", generator, difficulty, seed) + ((tuple(sorted(params.items())),) if params else ())
+    mix = tuple(difficulties)
+    key = ("embedded", generator, mix if mix else difficulty, seed) + \
+        ((tuple(sorted(params.items())),) if params else ())
     rng = random.Random(stable_seed(*key))
     seen: set[str] = set()
     out: list[Example] = []
@@ -507,11 +511,12 @@ def generate_examples(
                 f"{generator} at difficulty {difficulty}: could not draw {n} distinct questions "
                 f"(got {len(out)})"
             )
-        drawn = g.generate(rng, difficulty, **params)
+        d = mix[len(out) % len(mix)] if mix else difficulty
+        drawn = g.generate(rng, d, **params)
         if drawn[0] in seen:
             continue
         seen.add(drawn[0])
-        out.append(_example(generator, f"{id_prefix}{len(out)}", difficulty, drawn,
+        out.append(_example(generator, f"{id_prefix}{len(out)}", d, drawn,
                             **({"params": params} if params else {})))
     return out
 
@@ -540,9 +545,12 @@ def load_embedded(cfg: BenchmarkConfig) -> Splits:
     for key in ("n_train", "n_val", "n_test"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"benchmark {cfg.name}: `{key}` must be >= 0, got {getattr(cfg, key)}")
+    bad = [d for d in cfg.difficulty_mix if d < 1]
+    if bad:
+        raise ValueError(f"benchmark {cfg.name}: `difficulty_mix` entries must be >= 1, got {bad[0]}")
     sizes = {"test": cfg.n_test, "val": cfg.n_val, "train": cfg.n_train}
     pool = generate_examples(cfg.generator, sum(sizes.values()), cfg.difficulty, cfg.data_seed,
-                             params=generator_params(cfg))
+                             params=generator_params(cfg), difficulties=cfg.difficulty_mix)
     parts: dict[str, list[Example]] = {}
     start = 0
     for split, size in sizes.items():

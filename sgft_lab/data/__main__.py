@@ -96,7 +96,7 @@ def describe_embedded(args: argparse.Namespace, cfg) -> int:
     splits = load_benchmark(cfg, protocol=args.protocol)
     counts = splits.counts()
     print(f"benchmark {args.benchmark} (embedded generator {cfg.generator}, scored as {splits.task}, "
-          f"difficulty {cfg.difficulty}, data_seed {cfg.data_seed})")
+          f"difficulty {cfg.difficulty_mix or cfg.difficulty}, data_seed {cfg.data_seed})")
     print(f"train {counts['train']}, val {counts['val']}, test {counts['test']}"
           + (" (protocol paper: no validation split)" if args.protocol == "paper" else ""))
     ex = splits.train[0] if splits.train else splits.test[0]

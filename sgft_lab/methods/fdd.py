@@ -308,13 +308,14 @@ def dev_split(pairs: list, dataset: FddDataset, fraction: float, seed: int) -> t
 
 def round_metrics(summary: dict, metric: str) -> dict:
     """One row per round in the run's metrics.csv / W&B: sizes, feedback counts, test and val accuracy, and
-    each extra read's test accuracy (``round_test_accuracy_<metric>[_<OOD benchmark>]``)."""
+    each extra read's accuracy (``round_{test|val}_accuracy_<metric>[_<benchmark>]``)."""
     c, m = summary["counts"], summary["metrics"]
     row = {"round": summary["round"], "dataset_problems": summary["dataset_problems"],
            "train_samples": summary["train_samples"],
            f"round_test_accuracy_{metric}": m.get("accuracy"),
            f"round_dev_accuracy_{metric}": (m.get("dev_selected") or {}).get("val_accuracy"),
-           **{f"round_test_accuracy_{x['metric']}" + (f"_{x['benchmark']}" if x["benchmark"] else ""): x["accuracy"]
+           **{f"round_{x.get('split', 'test')}_accuracy_{x['metric']}" + (f"_{x['benchmark']}" if x["benchmark"]
+                                                                           else ""): x["accuracy"]
               for x in summary.get("reads", [])},
            **{k: c.get(k) for k in ("easy", "hard", "drawn", "requested", "generated", "kept", "rejected")}}
     return {k: v for k, v in row.items() if v is not None}

@@ -493,6 +493,7 @@ class FDDConfig(RationaleSettings, MethodConfig):
     rounds: int = setting(3, ge=1)  # feedback rounds after round 0 (R+1 students are trained)
     retrain: str = setting("base", choices=("base", "continue"))  # each round from the base student | previous
     epochs_per_round: Optional[int] = setting(2, ge=1)  # CPU budget (methods.md 4.2: 10); null = max_epochs
+    round0_epochs: Optional[int] = setting(None, ge=1)  # round 0's own epochs (null: epochs_per_round)
     dev_fraction: float = setting(0.05, gt=0, lt=1)  # each round's model is selected on this share of its data
     eval_every_n_epochs: Optional[int] = setting(2, ge=1)  # null = trainer.eval_every_n_epochs
     easy_prompt: str = FDD_EASY_PROMPT

@@ -52,9 +52,21 @@ class Entry:
     strict_accuracy: float | None = None  # the strict rule's accuracy on the same rows (answers.score_strict)
     protocol: str = "clean"  # the protocol that produced the number (config `protocol`)
     benchmark: str | None = None  # another benchmark's test split (FDD's out-of-domain tests); None: the run's
+    # Per question, in the split's order: "1" correct, "0" not (None: not kept, e.g. a per-epoch number), and
+    # a fingerprint of the question ids read, so two systems' outcomes on the same questions can be paired
+    # (report.table.bootstrap_paired_diff_ci)
+    outcomes: str | None = None
+    questions: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def question_fingerprint(ids: Sequence[str]) -> str:
+    """12 hex digits naming an ordered list of question ids (equal lists, equal fingerprints)."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
 
 
 def round_(x: float | None, nd: int = 2) -> float | None:
@@ -99,7 +111,8 @@ def rows_entry(rows: Sequence[dict], *, system: str = "student", split: str = "t
     from .evaluation import accuracy, strict_accuracy
 
     return Entry(system, split, accuracy(rows), len(rows), selection, epoch, round, metric, strict_accuracy(rows),
-                 protocol)
+                 protocol, outcomes="".join("1" if r["correct"] else "0" for r in rows),
+                 questions=question_fingerprint([str(r["id"]) for r in rows]))
 
 
 class RunContext:
@@ -678,6 +691,10 @@ def check_results(results: Any, where: str = "results.json") -> None:
             raise ValueError(f"{where}: entries[{i}].round is not an integer")
         if e.get("benchmark") is not None and not isinstance(e["benchmark"], str):
             raise ValueError(f"{where}: entries[{i}].benchmark is not a benchmark name")
+        out = e.get("outcomes")
+        if out is not None and (not isinstance(out, str) or len(out) != e["n"] or set(out) - {"0", "1"}
+                                or abs(out.count("1") / max(1, e["n"]) - e["accuracy"]) > 1e-9):
+            raise ValueError(f"{where}: entries[{i}].outcomes: not n '0'/'1' characters matching the accuracy")
     if not isinstance(results.get("entries"), list) or not results["entries"]:
         raise ValueError(f"{where}: field 'entries' is missing or empty")
     for key in ("calls", "cache_hits"):

@@ -44,7 +44,8 @@ SMOKE = {  # (command-line overrides that shrink the sweep, the systems its resu
     "ft_cot_difficulty": (["benchmark.difficulty=3", "seed=0"], {("student", "fine_tune_cot"),
                                                                  ("student", "vanilla_ft")}),
     "diverse_reasoning": (["method.diverse_samples=1,2", "seed=0"], {("student", "diverse_reasoning")}),
-    "fdd": (["seed=0", "method.rounds=1", "method.max_new_per_round=8", "method.epochs_per_round=1"],
+    "fdd": (["seed=0", "method.rounds=1", "method.max_new_per_round=8", "method.epochs_per_round=1",
+             "method.round0_epochs=2"],
             {("student", "fdd_pot"), ("no_feedback", "fdd_pot")}),
 }
 
@@ -82,6 +83,9 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
             assert {(e["round"], e["benchmark"]) for e in test} == {(0, None), (1, None)}  # in domain only
             val = [e for e in r["entries"] if e["split"] == "val" and e["benchmark"] == "embedded_arithmetic"]
             assert {e["round"] for e in val} == {0, 1} and all(e["n"] == 8 for e in val)
+            # round 0 trains method.round0_epochs (2), the feedback round epochs_per_round (1): the last epoch
+            # is the one evaluated (0-based), and the feedback round continues from round 0's student
+            assert [b["history"][-1]["epoch"] for b in r["details"]["rounds"]] == [1, 0]
         # The in-domain problems mix one and two operations in every split; the round-0 pool holds both.
         from omegaconf import OmegaConf
 
@@ -147,3 +151,93 @@ def test_sgft_effect_compares_guidance_with_the_best_alone_baseline():
                        ("transfer_student", 0.5), ("transfer_response_zero_shot", 0.1))]
     assert [(c.label, round(c.diff()[0], 3)) for c in sgft(es)] == [
         ("student - response_zero_shot_cot", 0.3), ("transfer_student - transfer_response_zero_shot", 0.4)]
+
+
+def test_val_split_reads_the_benchmarks_val_not_fdds_dev_split(tmp_path):
+    """report.effects --split val (the tuning split): FDD's in-domain val reads (method.read_val, entries
+    naming the run's benchmark) are compared; its per-round dev-split entries (benchmark None) are not."""
+    from pathlib import Path
+
+    from sgft_lab.report.collect import Run, entries
+    from sgft_lab.report.effects import fdd, main
+
+    def run(system, seed, val, dev, test):
+        es = [{"system": system, "split": s, "accuracy": a, "n": n, "selection": "dev_selected", "epoch": 3,
+               "round": 1, "metric": "fdd_numeric", "strict_accuracy": a, "protocol": "clean", "benchmark": b}
+              for s, a, n, b in (("val", dev, 20, None), ("val", val, 100, "embedded_arithmetic"),
+                                 ("test", test, 100, None))]
+        return Run({"run": {"experiment": "effects/fdd", "method": "fdd_pot", "benchmark": "embedded_arithmetic",
+                            "seed": seed, "student": "tiny", "task": "multiarith"}, "entries": es}, {}, Path(f"/x/{system}{seed}/r.json"), 0)
+
+    runs = [run("student", s, 0.7, 0.1, 0.4) for s in range(3)] + [run("no_feedback", s, 0.5, 0.9, 0.6)
+                                                                    for s in range(3)]
+    val = entries(runs, split="val")
+    assert sorted((e.system, e.accuracy, e.n, e.benchmark) for e in val)[:1] == [
+        ("no_feedback", 0.5, 100, "embedded_arithmetic")]  # in domain (the run's benchmark), the dev ones left out
+    assert {e.task for e in val} == {"multiarith"}  # the run's own task, not an out-of-domain benchmark's
+    (c,) = fdd(val)
+    assert c.label == "embedded_arithmetic round 1: FDD - control" and round(c.diff()[0], 3) == 0.2
+    (t,) = fdd(entries(runs))
+    assert round(t.diff()[0], 3) == -0.2  # the test split as before
+    with pytest.raises(ValueError, match="unknown split"):
+        entries(runs, split="dev")
+    assert main([str(tmp_path), "--split", "val"]) == 1  # nothing there: one line, exit 1
+
+
+# --- paired intervals (report.table.bootstrap_paired_diff_ci) ---------------------------------------------------
+def test_paired_interval_of_a_system_with_itself_is_zero_and_narrower_than_independent():
+    from sgft_lab.report.table import bootstrap_diff_ci, bootstrap_paired_diff_ci
+
+    same = ["1101001110" * 10, "0111011010" * 10, "1100110011" * 10]
+    assert bootstrap_paired_diff_ci(same, same) == (0.0, 0.0, 0.0)
+    lo, hi = bootstrap_diff_ci([0.6, 0.6, 0.6], [100] * 3, [0.6, 0.6, 0.6], [100] * 3)[1:]
+    assert lo < -0.05 and hi > 0.05  # independent resampling: a wide interval around an exact zero
+    # B solves what A solves except 6 questions per seed: +6 points, paired interval well above zero
+    b = [s[:94] + "000000" for s in ["1" * 100] * 3]
+    a = ["1" * 100] * 3
+    d, lo, hi = bootstrap_paired_diff_ci(a, b)
+    assert d == pytest.approx(0.06) and 0.02 < lo <= d <= hi < 0.11
+    # Seeds disagreeing: A better at two seeds by 10 points, worse at one by 10: the interval spans zero
+    mixed_a = ["1" * 60 + "0" * 40, "1" * 60 + "0" * 40, "1" * 50 + "0" * 50]
+    mixed_b = ["1" * 50 + "0" * 50, "1" * 50 + "0" * 50, "1" * 60 + "0" * 40]
+    d, lo, hi = bootstrap_paired_diff_ci(mixed_a, mixed_b)
+    assert d == pytest.approx(0.1 / 3) and lo < 0 < hi
+    with pytest.raises(ValueError, match="same questions"):
+        bootstrap_paired_diff_ci(["11"], ["1"])
+
+
+def test_comparisons_pair_only_on_the_same_questions_and_seeds():
+    from sgft_lab.report.effects import Arm, Comparison
+
+    def arm(outs, qs="q1", seeds=(0, 1, 2)):
+        return Arm("x", [o.count("1") / len(o) for o in outs], [len(o) for o in outs], list(seeds),
+                   [(o, qs) for o in outs])
+
+    a, b = ["1" * 10] * 3, ["1" * 9 + "0"] * 3
+    assert Comparison("c", arm(a), arm(b)).paired
+    d, lo, hi = Comparison("c", arm(a), arm(b)).diff()
+    assert d == pytest.approx(0.1) and lo >= 0 and hi > d  # A never worse on any question: no negative replicate
+    assert not Comparison("c", arm(a), arm(b, qs="other")).paired  # other questions: independent
+    assert not Comparison("c", arm(a), arm(b, seeds=(0, 1, 3))).paired  # other seeds
+    no = Arm("x", [1.0] * 3, [10] * 3, [0, 1, 2], [(None, None)] * 3)  # a run written before outcomes
+    c = Comparison("c", arm(a), no)
+    assert not c.paired and c.diff()[0] == pytest.approx(0.0)
+
+
+def test_entries_keep_outcomes_in_question_order_and_results_check_them():
+    from sgft_lab.run import check_results, question_fingerprint, rows_entry
+
+    rows = [{"id": "t:0", "correct": True}, {"id": "t:1", "correct": False}, {"id": "t:2", "correct": True}]
+    e = rows_entry(rows)
+    assert (e.outcomes, e.questions) == ("101", question_fingerprint(["t:0", "t:1", "t:2"]))
+    assert question_fingerprint(["t:1", "t:0", "t:2"]) != e.questions
+    import json
+
+    from conftest import REPO
+
+    fixture = next((REPO / "tests" / "fixtures" / "results").rglob("results.json"))
+    res = json.loads(fixture.read_text())
+    check_results({**res, "entries": [e.to_dict()]}, "r.json")
+    bad = dict(e.to_dict(), outcomes="111")  # does not match accuracy 2/3
+    with pytest.raises(ValueError, match="outcomes"):
+        check_results({**res, "entries": [bad]}, "r.json")

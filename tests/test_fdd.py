@@ -573,3 +573,31 @@ def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="needs teacher=reference"):
         _run(tmp_path, "method=fdd", "method.verify=reference", "teacher=replay")
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written on a config error
+
+
+def test_retrain_continue_starts_each_round_from_the_previous_rounds_student(tmp_path, monkeypatch):
+    """method.retrain=continue (methods.md 4.2's option, the effects/fdd preset's choice): round r's student
+    is loaded with round r-1's selected weights before it trains; retrain=base starts from the base student."""
+    from sgft_lab.methods import fdd as fdd_method
+
+    loads: list[tuple[int, str]] = []
+    built = []
+    real = fdd_method.base_student
+
+    def spy(lp, corpus):
+        student = real(lp, corpus)
+        built.append(student)
+        k, load = len(built), student.load_trainable
+        student.load_trainable = lambda path, *a, **kw: (loads.append((k, str(path))), load(path, *a, **kw))[1]
+        return student
+
+    monkeypatch.setattr(fdd_method, "base_student", spy)
+    _run(tmp_path / "c", "method=fdd_pot", "method.retrain=continue", "method.rounds=1")
+    first = {}
+    for k, path in loads:
+        first.setdefault(k, path)
+    # student 1 = round 0's (its first load: its own best epoch), student 2 = round 1's: round 0's weights first
+    assert first[2].endswith("rounds/round_0/student/weights.pt") and "student/weights.pt" not in first[1]
+    loads.clear(), built.clear()
+    _run(tmp_path / "b", "method=fdd_pot", "method.retrain=base", "method.rounds=1")
+    assert not any("round_0/student/weights.pt" in p for k, p in loads if k == 2)

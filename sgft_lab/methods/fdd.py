@@ -280,7 +280,8 @@ def round_training(lp: Loop, r: int, dataset: FddDataset, counts: dict) -> tuple
     student = base_student(lp, [p.input + p.label for p in pairs])
     if f.retrain == "continue" and r > 0:
         student.load_trainable(ctx.paths.round(r - 1).weights)
-    tc = replace(cfg.trainer, max_epochs=f.epochs_per_round or cfg.trainer.max_epochs,
+    epochs = f.round0_epochs if r == 0 and f.round0_epochs else f.epochs_per_round
+    tc = replace(cfg.trainer, max_epochs=epochs or cfg.trainer.max_epochs,
                  eval_every_n_epochs=f.eval_every_n_epochs or cfg.trainer.eval_every_n_epochs)
     stage = train_and_evaluate(ctx, student, pairs, paths, lp.spec(), cfg=replace(cfg, trainer=tc),
                                protocol="clean", select_on=dev, stage=f"round_{r}", system=lp.system, round=r)

@@ -66,6 +66,8 @@ class Entry:
     protocol: str = "clean"  # paper | clean: how the run trained, selected and read test (config `protocol`)
     selection: str | None = None  # which epoch's number (best_test_epoch, dev_selected, ... or single)
     strict_accuracy: float | None = None  # the same rows under the strict rule (None: not recorded)
+    outcomes: str | None = None  # per question "1"/"0" (results entries' outcomes; None: not recorded)
+    questions: str | None = None  # fingerprint of the question ids behind ``outcomes``
 
     @property
     def label(self) -> str:
@@ -121,20 +123,30 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
-def entries(runs: Iterable[Run], selection: str = "auto", by: Iterable[str] = ()) -> list[Entry]:
+def entries(runs: Iterable[Run], selection: str = "auto", by: Iterable[str] = (), split: str = "test") -> list[Entry]:
     """One entry per (run, system, round) on the test split at ``selection`` (``auto``: the one the run's
     protocol reports); a system evaluated once counts under every selection; a system without the selection's
-    number gives accuracy None (never another selection's)."""
+    number gives accuracy None (never another selection's).
+
+    ``split="val"`` (tuning runs): the val entries instead. A val read that names the run's own benchmark (FDD's
+    ``method.read_val``) is its in-domain val number; the run's other val entries are then its own selection
+    split (FDD's per-round dev split of its data), not the benchmark's, and are left out."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; one of {SELECTIONS}")
+    if split not in ("test", "val"):
+        raise ValueError(f"unknown split {split!r}; one of test, val")
     by = tuple(by)
     out: list[Entry] = []
     for run in runs:
         base = _base(run, by)
         groups: dict[tuple, list[dict]] = {}
-        for e in run.results.get("entries", []):
-            if e["split"] == "test":
-                groups.setdefault((e["system"], e.get("round"), e["protocol"], e.get("benchmark")), []).append(e)
+        mine = [e for e in run.results.get("entries", []) if e["split"] == split]
+        own = base["benchmark"]
+        if split == "val" and any(e.get("benchmark") == own for e in mine):
+            mine = [{**e, "benchmark": None} if e.get("benchmark") == own else e
+                    for e in mine if e.get("benchmark") is not None]
+        for e in mine:
+            groups.setdefault((e["system"], e.get("round"), e["protocol"], e.get("benchmark")), []).append(e)
         for (system, rnd, protocol, other), es in groups.items():
             want = AUTO[protocol] if selection == "auto" else selection
             e = next((x for x in es if x["selection"] == want), None) or \
@@ -146,6 +158,8 @@ def entries(runs: Iterable[Run], selection: str = "auto", by: Iterable[str] = ()
                              metric=es[0].get("metric"), system=system, round=rnd, protocol=protocol,
                              selection=want if e is None else e["selection"],
                              strict_accuracy=None if e is None else e.get("strict_accuracy"),
+                             outcomes=None if e is None else e.get("outcomes"),
+                             questions=None if e is None else e.get("questions"),
                              **{**base, **where}))
     return out
 

@@ -2,7 +2,10 @@
 
 From the runs of the ``conf/experiment/effects/`` presets (any directories holding their results.json files),
 each effect's arms -- mean test accuracy over seeds with a 95% bootstrap interval (report.bootstrap_ci) -- and
-the differences that state the effect, with their intervals (report.bootstrap_diff_ci):
+the differences that state the effect, with their intervals: paired (report.bootstrap_paired_diff_ci) where
+both arms recorded per-question outcomes on the same questions for the same seeds -- the presets' arms share
+seeds and test questions -- else each arm resampled independently (report.bootstrap_diff_ci; runs written
+before entries kept outcomes). The table says which.
 
 - ``effects/ft_cot_difficulty``: Fine-tune-CoT minus vanilla fine-tuning, per difficulty (reasoning steps);
 - ``effects/diverse_reasoning``: D rationales per question minus D = 1;
@@ -18,10 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .collect import Entry, entries, load_runs
-from .table import bootstrap_ci, bootstrap_diff_ci
+from .table import bootstrap_ci, bootstrap_diff_ci, bootstrap_paired_diff_ci
 
 
 @dataclass
@@ -31,6 +34,8 @@ class Arm:
     label: str
     values: list[float]
     ns: list[int | None]
+    seeds: list[int] = field(default_factory=list)
+    outcomes: list[tuple[str | None, str | None]] = field(default_factory=list)  # (outcomes, questions) per seed
 
     def ci(self) -> tuple[float, float, float]:
         lo, hi = bootstrap_ci(self.values, self.ns)
@@ -45,7 +50,25 @@ class Comparison:
     a: Arm
     b: Arm
 
+    def pairs(self) -> list[tuple[str, str]] | None:
+        """Per seed, both arms' outcomes on the same questions; None when any seed lacks them (no pairing)."""
+        a = dict(zip(self.a.seeds, self.a.outcomes))
+        b = dict(zip(self.b.seeds, self.b.outcomes))
+        if not a or set(a) != set(b) or len(a) != len(self.a.seeds) or len(b) != len(self.b.seeds):
+            return None
+        if any(a[s][0] is None or b[s][0] is None or a[s][1] != b[s][1] for s in a):
+            return None
+        return [(a[s][0], b[s][0]) for s in sorted(a)]
+
+    @property
+    def paired(self) -> bool:
+        return self.pairs() is not None
+
     def diff(self) -> tuple[float, float, float]:
+        """A - B and its 95% interval: paired where both arms share seeds and questions, else independent."""
+        pairs = self.pairs()
+        if pairs is not None:
+            return bootstrap_paired_diff_ci([x for x, _ in pairs], [y for _, y in pairs])
         return bootstrap_diff_ci(self.a.values, self.a.ns, self.b.values, self.b.ns)
 
 
@@ -58,6 +81,8 @@ def _arms(es: Iterable[Entry], key) -> dict:
         arm = out.setdefault(k, Arm(str(k), [], []))
         arm.values.append(e.accuracy)
         arm.ns.append(e.n)
+        arm.seeds.append(e.seed)
+        arm.outcomes.append((e.outcomes, e.questions))
     return out
 
 
@@ -102,14 +127,15 @@ EFFECTS = {  # preset -> (how its comparisons are made, the config keys its rows
 }
 
 
-def effect_comparisons(dirs: Sequence[str]) -> dict[str, list[Comparison]]:
-    """Each effect preset found under ``dirs`` -> its comparisons (test split, the clean protocol's entry)."""
+def effect_comparisons(dirs: Sequence[str], split: str = "test") -> dict[str, list[Comparison]]:
+    """Each effect preset found under ``dirs`` -> its comparisons (the clean protocol's entry) on ``split``:
+    test, or val (the split the designs were tuned on; collect.entries says which val entries count)."""
     runs = load_runs(dirs)
     out = {}
     for name, (compare, by) in EFFECTS.items():
         mine = [r for r in runs if r.results["run"].get("experiment") == name]
-        if mine:
-            out[name] = compare(entries(mine, "auto", by))
+        if mine and (found := compare(entries(mine, "auto", by, split=split))):
+            out[name] = found
     return out
 
 
@@ -120,13 +146,13 @@ def _pct(x: float) -> str:
 def to_markdown(found: dict[str, list[Comparison]]) -> str:
     lines = []
     for name, comps in found.items():
-        lines += [f"### {name}", "", "| comparison | A (95% CI) | B (95% CI) | A - B (95% CI) | seeds |",
-                  "|---|---|---|---|---|"]
+        lines += [f"### {name}", "", "| comparison | A (95% CI) | B (95% CI) | A - B (95% CI) | interval | seeds |",
+                  "|---|---|---|---|---|---|"]
         for c in comps:
             (am, alo, ahi), (bm, blo, bhi), (d, dlo, dhi) = c.a.ci(), c.b.ci(), c.diff()
             lines.append(f"| {c.label} | {_pct(am)} [{_pct(alo)}, {_pct(ahi)}] | {_pct(bm)} [{_pct(blo)}, "
                          f"{_pct(bhi)}] | {d * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] | "
-                         f"{len(c.a.values)} / {len(c.b.values)} |")
+                         f"{'paired' if c.paired else 'independent'} | {len(c.a.values)} / {len(c.b.values)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -134,10 +160,13 @@ def to_markdown(found: dict[str, list[Comparison]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sgft_lab.report.effects", description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+", help="run or sweep directories of the effects presets")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="val: the tuning split (FDD's method.read_val reads, SGFT's method.eval_split=val runs)")
     a = p.parse_args(argv)
-    found = effect_comparisons(a.dirs)
+    found = effect_comparisons(a.dirs, a.split)
     if not found:
-        print(f"no run of an effects preset ({', '.join(EFFECTS)}) under {' '.join(a.dirs)}", file=sys.stderr)
+        print(f"no {a.split} comparison of an effects preset ({', '.join(EFFECTS)}) under {' '.join(a.dirs)}",
+              file=sys.stderr)
         return 1
     print(to_markdown(found))
     return 0

@@ -86,7 +86,7 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
             # round 0 trains method.round0_epochs (2), the feedback round epochs_per_round (1): the last epoch
             # is the one evaluated (0-based), and the feedback round continues from round 0's student
             assert [b["history"][-1]["epoch"] for b in r["details"]["rounds"]] == [1, 0]
-        # The in-domain problems mix one and two operations in every split; the round-0 pool holds both.
+        # The in-domain problems mix one to three operations in every split; the round-0 pool is train.
         from omegaconf import OmegaConf
 
         from sgft_lab.config import BenchmarkConfig
@@ -97,7 +97,7 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
                                                     OmegaConf.load(run_dir / "config.yaml").benchmark))
         splits = load_embedded(bench)
         assert {x.id for x in splits.train} == {p["id"] for p in pool}
-        assert sorted({x.meta["difficulty"] for x in splits.train + splits.test}) == [1, 2]
+        assert sorted({x.meta["difficulty"] for x in splits.train + splits.test}) == [1, 2, 3]
         for rnd in (0, 1):  # the val read is the benchmark's val split, not the round's dev split
             rows = (run_dir / "rounds" / f"round_{rnd}" / "predictions" / "val_embedded_arithmetic.jsonl").read_text()
             assert [json.loads(x)["id"] for x in rows.splitlines()] == [x.id for x in splits.val]

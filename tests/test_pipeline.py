@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TINY, compose, results_of, run_sgft, wandb_summary
 from sgft_lab.io import read_jsonl
-from sgft_lab.run import check_results
+from sgft_lab.run import check_results, question_fingerprint
 
 SGFT_TINY = [  # tests/test_sgft.py's settings: a tiny guide, a tiny response model, short outputs
     "benchmark.n_train=32", "benchmark.n_test=6", "method.n_sg=null",
@@ -52,7 +52,8 @@ def test_fine_tune_cot_end_to_end_and_cached_rerun(tmp_path: Path):
     assert t == {"system": "student", "split": "test", "accuracy": res["metrics"]["accuracy"], "n": 8,
                  "selection": "dev_selected", "epoch": best, "round": None, "metric": "ftcot",
                  "strict_accuracy": sum(r["strict_correct"] for r in test) / 8, "protocol": "clean",
-                 "benchmark": None}
+                 "benchmark": None, "outcomes": "".join("1" if r["correct"] else "0" for r in test),
+                 "questions": question_fingerprint([r["id"] for r in test])}
     assert t["accuracy"] == sum(r["correct"] for r in test) / 8 and v["accuracy"] == acc[best]
     # Training pairs carry the exact ft_cot_token format with the gold answer.
     pair = read_jsonl(run_dir / "data" / "train.jsonl")[0]

@@ -692,6 +692,9 @@ def config_error(e: Exception, prefix: str = "") -> ConfigError:
 def check(c: Config) -> None:
     """Every value of every group against its field's range and choices, then the cross-field rules."""
     _check_fields(c, "")
+    if bad := [d for d in c.benchmark.difficulty_mix if d < 1]:
+        raise ConfigError(f"invalid config at `benchmark.difficulty_mix`: {bad[0]}; allowed: difficulties >= 1 "
+                          "([] = benchmark.difficulty alone)")
     m = c.method
     if isinstance(m, SGFTConfig):
         if m.response is None:

@@ -241,3 +241,14 @@ def test_entries_keep_outcomes_in_question_order_and_results_check_them():
     bad = dict(e.to_dict(), outcomes="111")  # does not match accuracy 2/3
     with pytest.raises(ValueError, match="outcomes"):
         check_results({**res, "entries": [bad]}, "r.json")
+
+
+def test_bad_inputs_end_in_one_line_with_status_2(tmp_path, capsys):
+    from sgft_lab.config import ConfigError
+    from sgft_lab.report.effects import main
+
+    with pytest.raises(ConfigError, match=r"`benchmark.difficulty_mix`: 0; allowed"):
+        validate(compose(["benchmark.difficulty_mix=[1,0]"]))
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing: no such run or sweep directory" in err[0]

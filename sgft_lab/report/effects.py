@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: the tuning split (FDD's method.read_val reads, SGFT's method.eval_split=val runs)")
     a = p.parse_args(argv)
-    found = effect_comparisons(a.dirs, a.split)
+    try:
+        found = effect_comparisons(a.dirs, a.split)
+    except (OSError, ValueError) as e:  # a missing dir, a broken results.json: one line, as sgft_lab.report
+        print(f"sgft_lab.report.effects: {e}", file=sys.stderr)
+        return 2
     if not found:
         print(f"no {a.split} comparison of an effects preset ({', '.join(EFFECTS)}) under {' '.join(a.dirs)}",
               file=sys.stderr)

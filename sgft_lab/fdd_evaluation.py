@@ -152,6 +152,5 @@ def extra_reads(lp, student, r: int, epoch: int) -> tuple[list[Entry], list[dict
                                    selection="dev_selected", epoch=epoch), benchmark=bench)
             entries.append(e)
             rows_out.append({"system": system, "split": split, "benchmark": bench, "metric": e.metric,
-                             "accuracy": e.accuracy,
-                             "n": e.n})
+                             "accuracy": e.accuracy, "n": e.n})
     return entries, rows_out

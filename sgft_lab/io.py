@@ -83,13 +83,14 @@ def decode_line(raw: bytes, where: str) -> str:
         raise ValueError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
 
 
-def loads_line(line: str, where: str, error: type[Exception] = ValueError) -> Any:
+def loads_line(line: str, where: str, error: type[Exception] = ValueError, *, whole_file: bool = False) -> Any:
     """One JSON document from one line of a file; anything json cannot read (bad syntax, nesting too deep,
-    an integer too long) -> ``error`` naming ``where`` (file:line)."""
+    an integer too long) -> ``error`` naming ``where`` (file:line). ``whole_file``: ``line`` is a whole
+    file's text and ``where`` its name; a syntax error then names the line it is on."""
     try:
         return json.loads(line)
     except json.JSONDecodeError as e:
-        raise error(f"{where}: invalid JSON ({e.msg})") from None
+        raise error(f"{where}{f':{e.lineno}' if whole_file else ''}: invalid JSON ({e.msg})") from None
     except RecursionError:
         raise error(f"{where}: invalid JSON (nested too deeply)") from None
     except ValueError as e:  # e.g. an integer longer than Python converts

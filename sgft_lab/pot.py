@@ -251,7 +251,7 @@ def straight_line(code: str, answer_var: str = "ans") -> PotResult | None:
             if isinstance(stmt, ast.Assign):
                 env[target.id] = value(stmt.value)
             elif type(stmt.op) in _OPS:
-                env[stmt.target.id] = value(ast.BinOp(ast.Name(stmt.target.id), stmt.op, stmt.value))
+                env[target.id] = value(ast.BinOp(target, stmt.op, stmt.value))
             else:
                 raise _NotStraight
     except (_NotStraight, ArithmeticError):
@@ -273,10 +273,12 @@ class Programs:
     def run(self, completions: Iterable[str]) -> list[tuple[str, PotResult]]:
         """(program, result) per completion: the program is pulled out of the text, then executed."""
         programs = [extract_program(c.strip()) for c in completions]
+        todo = []
         for p in dict.fromkeys(p for p in programs if p not in self.results):
             if (res := straight_line(p)) is not None:
                 self.results[p] = res
-        todo = list(dict.fromkeys(p for p in programs if p not in self.results))
+            else:
+                todo.append(p)
         for p, res in zip(todo, run_many(todo, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
                                          max_workers=self.workers)):
             self.results[p] = res

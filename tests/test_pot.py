@@ -384,19 +384,22 @@ def _random_straight_programs(n: int, seed: int = 0) -> list[str]:
 
     rng = random.Random(seed)
     ops = ["+", "-", "*", "/", "//", "%"]
+
+    def term(names):
+        if names and rng.random() < 0.6:
+            return rng.choice(names)
+        return str(rng.choice([rng.randint(-20, 60), round(rng.uniform(-5, 50), 2)]))
+
     out = []
     for _ in range(n):
         names, lines = [], []
         for _ in range(rng.randint(1, 6)):
-            def term():
-                if names and rng.random() < 0.6:
-                    return rng.choice(names)
-                return str(rng.choice([rng.randint(-20, 60), round(rng.uniform(-5, 50), 2)]))
             target = rng.choice(["apples", "total", "x", "each", "ans"] if names else ["apples", "x"])
             if target in names and rng.random() < 0.3:
-                lines.append(f"{target} {rng.choice(ops)}= {term()}")
+                lines.append(f"{target} {rng.choice(ops)}= {term(names)}")
             else:
-                expr = term() if rng.random() < 0.2 else f"{term()} {rng.choice(ops)} {'-' if rng.random() < 0.1 else ''}{term()}"
+                neg = "-" if rng.random() < 0.1 else ""
+                expr = term(names) if rng.random() < 0.2 else f"{term(names)} {rng.choice(ops)} {neg}{term(names)}"
                 lines.append(f"{target} = {expr}")
             names.append(target)
         lines.append(f"ans = {rng.choice(names)}")

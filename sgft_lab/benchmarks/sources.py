@@ -9,7 +9,6 @@ XML, bytes that are not UTF-8, a record of the wrong shape. A missing file is a 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,15 +51,7 @@ def _read_text(path: Path, rel: str) -> str:
 
 
 def _load_json(path: Path, rel: str) -> Any:
-    text = _read_text(path, rel)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{rel}:{e.lineno}: invalid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DataError(f"{rel}: invalid JSON (nested too deeply)") from None
-    except ValueError as e:  # e.g. an integer longer than Python converts
-        raise DataError(f"{rel}: invalid JSON ({e})") from None
+    return loads_line(_read_text(path, rel), rel, DataError, whole_file=True)
 
 
 def read_part(data_dir: Path, part: Part, offset: int) -> list[Row]:

@@ -142,8 +142,7 @@ def extra_reads(lp, student, r: int, epoch: int) -> tuple[list[Entry], list[dict
             ([("val", own, val, spec)] if val else []) + \
             [("test", s.name, s.examples, replace(spec, task=s.task)) for s in lp.ood]
         for split, bench, xs, sp in sets:
-            name = "_".join([split] + (["cot"] if k else []) + ([bench] if bench else []))
-            path = paths.predictions_dir / f"{name}.jsonl"
+            path = paths.read_predictions(split, bench, cot=k > 0)
             rows = read_jsonl(path) if path.is_file() else []
             if len(rows) != len(xs) or (rows and rows[0].get("epoch") != epoch):
                 rows = predict(student, xs, sp, split=split, progress=ctx.progress, epoch=epoch)

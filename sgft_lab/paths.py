@@ -57,6 +57,12 @@ class RunPaths:
     def test_predictions(self) -> Path:  # clean protocol: the one test read, at the selected epoch
         return self.predictions_dir / "test.jsonl"
 
+    def read_predictions(self, split: str, benchmark: str | None = None, cot: bool = False) -> Path:
+        """One read's rows: ``predictions/<split>[_cot][_<benchmark>].jsonl`` (FDD's extra reads; test alone is
+        ``test_predictions``)."""
+        return self.predictions_dir / ("_".join([split] + (["cot"] if cot else []) + ([benchmark] if benchmark
+                                                                                       else [])) + ".jsonl")
+
     @property
     def checkpoints_dir(self) -> Path:
         return self.run_dir / "checkpoints"

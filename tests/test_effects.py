@@ -4,7 +4,9 @@ sweep sized for a 2-core CPU, sweeps the axis its effect is about, and runs end 
 from __future__ import annotations
 
 import pytest
-from conftest import TINY, results_of, run_sgft
+from collections import Counter
+
+from conftest import REPO, TINY, results_of, run_sgft
 from test_experiments import CONF, compose, sweep_jobs
 
 from sgft_lab.config import validate
@@ -101,6 +103,65 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
         for rnd in (0, 1):  # the val read is the benchmark's val split, not the round's dev split
             rows = (run_dir / "rounds" / f"round_{rnd}" / "predictions" / "val_embedded_arithmetic.jsonl").read_text()
             assert [json.loads(x)["id"] for x in rows.splitlines()] == [x.id for x in splits.val]
+        # report.fdd_difficulty: each round's val accuracy by difficulty, the feedback's pool solve rate by
+        # the training problem's difficulty (FDD only: the control reads no student), the kept problems' kinds
+        from sgft_lab.report import fdd_difficulty
+        from sgft_lab.report.collect import load_runs
+
+        diff = {x.id: x.meta["difficulty"] for x in splits.train + splits.val}
+        for run in load_runs([tmp_path / "outputs"]):
+            rounds = fdd_difficulty.run_rounds(run, "val")
+            rd = run.path.parent / "rounds"
+            assert [x.round for x in rounds] == [0, 1]
+            for x in rounds:
+                rows = [json.loads(v) for v in (rd / f"round_{x.round}" / "predictions" /
+                                                "val_embedded_arithmetic.jsonl").read_text().splitlines()]
+                assert x.split == {d: (sum(r["correct"] for r in rows if diff[r["id"]] == d),
+                                       sum(diff[r["id"]] == d for r in rows)) for d in (1, 2, 3)}
+            fb = [json.loads(v) for v in (rd / "round_1" / "feedback.jsonl").read_text().splitlines()]
+            gen = [json.loads(v) for v in (rd / "round_1" / "generated.jsonl").read_text().splitlines()]
+            assert rounds[0].pool == {} and not rounds[0].kept
+            assert dict(rounds[1].kept) == dict(Counter(c["kind"] for c in gen if c["status"] == "kept"))
+            if run.results["details"]["feedback"]:
+                assert sum(n for _, n in rounds[1].pool.values()) == len(fb) == 8
+                assert rounds[1].pool == {d: (sum(bool(r["correct"]) for r in fb if diff[r["id"]] == d),
+                                              sum(diff[r["id"]] == d for r in fb))
+                                          for d in sorted({diff[r["id"]] for r in fb})}
+            else:
+                assert rounds[1].pool == {} and set(rounds[1].kept) == {"similar"}
+        out = subprocess_main(fdd_difficulty.main, [str(tmp_path / "outputs"), "--split", "val"])
+        assert out.count("### seed 0, FDD:") == 1 and out.count("### seed 0, no-feedback control:") == 1
+        assert out.count("| 1 |") == 2
+
+
+def subprocess_main(main, argv) -> str:
+    """``main(argv)``'s stdout (it must return 0)."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    return buf.getvalue()
+
+
+def test_fdd_difficulty_refuses_non_embedded_and_non_fdd_runs(tmp_path, capsys):
+    from sgft_lab.report import fdd_difficulty
+    from sgft_lab.report.collect import Run
+
+    run = Run({"run": {}, "details": {"rounds": [{}]}}, {"benchmark": {"name": "gsm8k", "source": "local"}},
+              tmp_path / "r" / "results.json", 0.0)
+    with pytest.raises(ValueError, match="'gsm8k' is not embedded"):
+        fdd_difficulty.run_rounds(run)
+    assert fdd_difficulty.main([str(tmp_path / "missing")]) == 2
+    assert "no such run or sweep directory" in capsys.readouterr().err
+    fixtures = sorted((REPO / "tests" / "fixtures" / "results").rglob("results.json"))
+    other = next(f for f in fixtures if "fdd" not in str(f))  # a run of another method
+    assert fdd_difficulty.main([str(other)]) == 2
+    assert "no FDD run" in capsys.readouterr().err
+    fdd = next(f for f in fixtures if "fdd" in str(f))  # its results.json only: the rounds' files are not kept
+    assert fdd_difficulty.main([str(fdd)]) == 2
+    assert "no test read of round 0 (the round's files are gone)" in capsys.readouterr().err
 
 
 # --- the effects' comparisons (sgft_lab/report/effects.py) ---------------------------------------------------

@@ -82,7 +82,8 @@ def test_effect_sweep_runs_end_to_end_at_tiny_sizes(name, tmp_path):
 
         for r in results:
             test = [e for e in r["entries"] if e["split"] == "test"]
-            assert {(e["round"], e["benchmark"]) for e in test} == {(0, None), (1, None)}  # in domain only
+            assert {(e["round"], e["benchmark"]) for e in test} == {  # in domain and four operations
+                (r, b) for r in (0, 1) for b in (None, "embedded_arithmetic_fourstep")}
             val = [e for e in r["entries"] if e["split"] == "val" and e["benchmark"] == "embedded_arithmetic"]
             assert {e["round"] for e in val} == {0, 1} and all(e["n"] == 8 for e in val)
             # round 0 trains method.round0_epochs (2), the feedback round epochs_per_round (1): the last epoch

@@ -55,11 +55,11 @@ class RunPaths:
 
     @property
     def test_predictions(self) -> Path:  # clean protocol: the one test read, at the selected epoch
-        return self.predictions_dir / "test.jsonl"
+        return self.read_predictions("test")
 
     def read_predictions(self, split: str, benchmark: str | None = None, cot: bool = False) -> Path:
-        """One read's rows: ``predictions/<split>[_cot][_<benchmark>].jsonl`` (FDD's extra reads; test alone is
-        ``test_predictions``)."""
+        """One read's rows: ``predictions/<split>[_cot][_<benchmark>].jsonl`` (FDD's extra reads: the CoT read
+        of a mixed student, the benchmark's val split, each OOD test)."""
         return self.predictions_dir / ("_".join([split] + (["cot"] if cot else []) + ([benchmark] if benchmark
                                                                                        else [])) + ".jsonl")
 

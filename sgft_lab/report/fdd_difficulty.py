@@ -77,7 +77,7 @@ def run_rounds(run: Run, split: str = "test") -> list[Round]:
             hint = " (a val read needs method.read_val=true)" if split == "val" else " (the round's files are gone)"
             raise ValueError(f"{pred}: no {split} read of round {r}{hint}")
         rnd = Round(r, split=_tally(read_jsonl(pred), lambda x: evals[x["id"]]))
-        if rp.feedback.is_file() and r > 0:
+        if rp.feedback.is_file():  # rounds >= 1
             rows = [x for x in read_jsonl(rp.feedback) if x.get("correct") is not None]  # the control: none
             rnd.pool = _tally(rows, lambda x: train.get(x["id"], NEW))
         if rp.generated.is_file():
